@@ -1,0 +1,5 @@
+import sys
+
+from afiqa.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""The one configuration object for an afiqa model.
+
+Every hyper-parameter that changes the network lives here, so that a model is fully
+described by ``ModelConfig.to_dict()`` (what the model card and the training run save)
+and rebuilt by ``build_model(ModelConfig.from_dict(d))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+POOLINGS = ("avg", "avg_std", "avg_max")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the two-stream attention IQA network.
+
+    backbones: two names from ``afiqa.backbones.BACKBONES``; both read the same image.
+    image_size: side of the square model input in pixels (see ``afiqa.inputs``).
+    backbone_weights: ``"imagenet"`` to start from ImageNet, ``None`` for random
+        (trained afiqa weights replace them anyway).
+    channel_attention / spatial_attention: switch each CBAM branch on or off.
+    reduction: channel-attention MLP reduction ratio.
+    spatial_kernel: side of the spatial-attention convolution.
+    multilevel: also mean/std-pool three earlier feature maps of each backbone (strides
+        4, 8, 16) into the fused vector, so low-level cues (noise, blur) reach the head.
+    pooling: how each attended feature map becomes a vector: ``avg`` (mean),
+        ``avg_std`` (mean and standard deviation) or ``avg_max``.
+    head_units: hidden widths of the regression head.
+    dropout: dropout rate before every dense layer of the head.
+    """
+
+    backbones: tuple[str, ...] = ("mobilenet_v2", "mobilenet")
+    image_size: int = 512
+    backbone_weights: str | None = "imagenet"
+    channel_attention: bool = True
+    spatial_attention: bool = True
+    reduction: int = 16
+    spatial_kernel: int = 7
+    multilevel: bool = False
+    pooling: str = "avg_std"
+    head_units: tuple[int, ...] = (256,)
+    dropout: float = 0.25
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backbones", tuple(self.backbones))
+        object.__setattr__(self, "head_units", tuple(int(u) for u in self.head_units))
+        if not 1 <= len(self.backbones) <= 4:
+            raise ValueError(f"backbones: expected 1 to 4 names, got {self.backbones!r}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size: expected >= 32, got {self.image_size}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
+        if self.reduction < 1:
+            raise ValueError(f"reduction: expected >= 1, got {self.reduction}")
+        if self.spatial_kernel < 1 or self.spatial_kernel % 2 == 0:
+            raise ValueError(f"spatial_kernel: expected an odd size >= 1, got {self.spatial_kernel}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected 0 <= dropout < 1, got {self.dropout}")
+        from afiqa.backbones import get_backbone
+
+        for name in self.backbones:
+            spec = get_backbone(name)  # raises with close matches
+            if self.multilevel and not spec.levels:
+                raise ValueError(f"multilevel: backbone {name!r} has no levels registered")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["backbones"] = list(self.backbones)
+        d["head_units"] = list(self.head_units)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)

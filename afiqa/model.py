@@ -1,0 +1,111 @@
+"""Build the two-stream attention network from a ``ModelConfig``.
+
+    image (S, S, 3) RGB 0..255
+      ├─ stream_0: preprocess -> backbone A -> feature map A  [-> pooled earlier levels]
+      └─ stream_1: preprocess -> backbone B -> feature map B  [-> pooled earlier levels]
+    head: per stream channel attention -> spatial attention -> pooling; concatenate
+          (fusion) -> normalise -> dense -> score (MOS in [0, 1], higher is better)
+
+The streams and the head are nested functional models named ``stream_<i>`` and
+``head``, so explanations can run them separately: feature maps from the streams,
+gradients of the head's score with respect to them (``afiqa.explain``).
+"""
+
+from __future__ import annotations
+
+import keras
+
+from afiqa.attention import ChannelAttention, SpatialAttentionMap
+from afiqa.backbones import get_backbone
+from afiqa.config import ModelConfig
+from afiqa.layers import BackbonePreprocess, GlobalPooling
+
+HEAD = "head"
+SCORE_LAYER = "score"
+
+
+def stream_name(i: int) -> str:
+    return f"stream_{i}"
+
+
+def spatial_map_name(i: int) -> str:
+    """Layer of the head that outputs stream ``i``'s spatial attention map."""
+    return f"s{i}_spatial_map"
+
+
+def build_stream(cfg: ModelConfig, i: int, weights: str | None = None) -> keras.Model:
+    """Image -> [feature map] (+ [pooled earlier levels] when ``cfg.multilevel``)."""
+    spec = get_backbone(cfg.backbones[i])
+    shape = (cfg.image_size, cfg.image_size, 3)
+    backbone = spec.build(weights=weights)
+    backbone.trainable = False
+    image = keras.Input(shape, name="image")
+    x = BackbonePreprocess(spec.preprocess, name="preprocess")(image)
+    if cfg.multilevel:
+        taps = keras.Model(
+            backbone.inputs,
+            [backbone.output] + [backbone.get_layer(n).output for n in spec.levels],
+            name=spec.name,
+        )
+        fmap, *levels = taps(x, training=False)
+        pooled = [GlobalPooling("avg_std", name=f"level_{k}_pool")(m) for k, m in enumerate(levels)]
+        outputs = [fmap, keras.layers.Concatenate(name="levels")(pooled)]
+    else:
+        outputs = [backbone(x, training=False)]
+    return keras.Model(image, outputs, name=stream_name(i))
+
+
+def build_head(cfg: ModelConfig, stream_output_shapes: list[list[tuple]]) -> keras.Model:
+    """Stream outputs (flattened, in stream order) -> score."""
+    inputs, pooled = [], []
+    for i, shapes in enumerate(stream_output_shapes):
+        fmap = keras.Input(shapes[0][1:], name=f"s{i}_features")
+        inputs.append(fmap)
+        x = fmap
+        if cfg.channel_attention:
+            x = ChannelAttention(cfg.reduction, name=f"s{i}_channel_attention")(x)
+        if cfg.spatial_attention:
+            m = SpatialAttentionMap(cfg.spatial_kernel, name=spatial_map_name(i))(x)
+            x = keras.layers.Multiply(name=f"s{i}_spatial_attention")([x, m])
+        pooled.append(GlobalPooling(cfg.pooling, name=f"s{i}_pool")(x))
+        if cfg.multilevel:
+            lv = keras.Input(shapes[1][1:], name=f"s{i}_levels")
+            inputs.append(lv)
+            pooled.append(lv)
+    x = keras.layers.Concatenate(name="fusion")(pooled) if len(pooled) > 1 else pooled[0]
+    x = keras.layers.BatchNormalization(name="fusion_norm")(x)
+    for k, units in enumerate(cfg.head_units):
+        x = keras.layers.Dropout(cfg.dropout, name=f"head_dropout_{k}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{k}")(x)
+    x = keras.layers.Dropout(cfg.dropout, name="head_dropout_out")(x)
+    score = keras.layers.Dense(1, name=SCORE_LAYER, dtype="float32")(x)
+    return keras.Model(inputs, score, name=HEAD)
+
+
+def build_model(cfg: ModelConfig, backbone_weights: str | None | type(...) = ...) -> keras.Model:
+    """The full network: ``(B, S, S, 3)`` RGB 0..255 -> ``(B, 1)`` score.
+
+    ``backbone_weights`` overrides ``cfg.backbone_weights`` (pass ``None`` when trained
+    afiqa weights, which hold the backbones too, are loaded right after).
+    """
+    weights = cfg.backbone_weights if backbone_weights is ... else backbone_weights
+    streams = [build_stream(cfg, i, weights) for i in range(len(cfg.backbones))]
+    image = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+    outs = [_as_list(s(image)) for s in streams]
+    head = build_head(cfg, [[tuple(t.shape) for t in o] for o in outs])
+    score = head([t for o in outs for t in o])
+    return keras.Model(image, score, name="afiqa")
+
+
+def streams_of(model: keras.Model) -> list[keras.Model]:
+    out, i = [], 0
+    while True:
+        try:
+            out.append(model.get_layer(stream_name(i)))
+        except ValueError:
+            return out
+        i += 1
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]

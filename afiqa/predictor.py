@@ -1,0 +1,164 @@
+"""The Python API: load a model once, score images, optionally explain the scores.
+
+    from afiqa import Predictor
+    p = Predictor()                      # the default model, weights resolved once
+    r = p.score("photo.jpg")             # ScoreResult(score=73.2, label='good', ...)
+    r = p.score(img, heatmaps=True)      # + r.heatmaps["fused"], r.attention, r.image
+    results = p.score_batch(paths)       # never raises for a bad file: see r.error
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from afiqa.errors import AfiqaError, ImageError, WeightsError
+from afiqa.inputs import ImageSource, load_rgb, to_model_input
+from afiqa.zoo import DEFAULT_MODEL, ModelCard, get_card
+
+
+@dataclass
+class ScoreResult:
+    source: str  # a path, or a short description of an in-memory image
+    score: float | None = None  # on the card's range (0-100), higher is better
+    label: str = ""
+    error: str = ""  # one sentence when the image could not be scored
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # GradCAM, at image resolution
+    attention: dict[str, np.ndarray] = field(default_factory=dict)  # spatial attention, likewise
+    image: np.ndarray | None = None  # the decoded RGB the maps align with (heatmaps=True)
+
+    @property
+    def ok(self) -> bool:
+        return self.score is not None
+
+
+def load_card(model: str | os.PathLike | ModelCard) -> tuple[ModelCard, Path | None]:
+    """A card from the model table by name, or from a model-card JSON file.
+
+    Returns the card and the folder its weights are looked for in first (the JSON's
+    folder; ``None`` means the repository's ``weights/``).
+    """
+    if isinstance(model, ModelCard):
+        return model, None
+    p = Path(model)
+    if p.suffix == ".json" or p.is_file():
+        try:
+            return ModelCard.from_dict(json.loads(p.read_text())), p.parent
+        except FileNotFoundError:
+            raise WeightsError(f"model card {p} does not exist") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise WeightsError(f"model card {p} is not a valid afiqa model card ({e})") from None
+    return get_card(str(model)), None
+
+
+class Predictor:
+    """A loaded model. Thread-compatible for scoring; load it once and reuse it."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike | ModelCard = DEFAULT_MODEL,
+        weights: str | os.PathLike | None = None,
+        batch_size: int = 8,
+        workers: int = 2,
+    ):
+        from afiqa.model import build_model
+        from afiqa.weights import resolve_weights
+
+        self.card, weights_dir = load_card(model)
+        self.weights_path = resolve_weights(self.card, weights, weights_dir)
+        self.model = build_model(self.card.config, backbone_weights=None)
+        try:
+            self.model.load_weights(self.weights_path)
+        except Exception as e:  # h5py/keras raise many types for a bad file
+            raise WeightsError(
+                f"{self.weights_path} could not be loaded as the weights of {self.card.name} "
+                f"({str(e).splitlines()[0][:160]}); delete it so it is fetched again, or pass the right file"
+            ) from None
+        self.size = self.card.config.image_size
+        self.batch_size = max(1, int(batch_size))
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="afiqa-decode")
+
+    # -- scoring --------------------------------------------------------------------
+    def score(self, image: ImageSource, heatmaps: bool = False) -> ScoreResult:
+        """Score one image; raises ``ImageError`` if it cannot be read."""
+        result = next(self.iter_scores([image], heatmaps=heatmaps))
+        if not result.ok:
+            raise ImageError(result.error)
+        return result
+
+    def score_batch(self, images: Iterable[ImageSource], heatmaps: bool = False) -> list[ScoreResult]:
+        """Score many images; a bad one gets ``error`` set and the others are scored."""
+        return list(self.iter_scores(images, heatmaps=heatmaps))
+
+    def iter_scores(self, images: Iterable[ImageSource], heatmaps: bool = False) -> Iterator[ScoreResult]:
+        """Results in input order, batch by batch; the next batch decodes while one runs."""
+        pending: list = []
+        batch: list = []
+        for src in images:
+            batch.append(self._pool.submit(self._decode, _describe(src), src))
+            if len(batch) == self.batch_size:
+                if pending:
+                    yield from self._run([f.result() for f in pending], heatmaps)
+                pending, batch = batch, []
+        for group in (pending, batch):
+            if group:
+                yield from self._run([f.result() for f in group], heatmaps)
+
+    def predict_raw(self, inputs: np.ndarray) -> np.ndarray:
+        """Model output (MOS on [0, 1]) for a batch of model inputs (B, S, S, 3), 0..255."""
+        return np.asarray(self.model.predict_on_batch(np.asarray(inputs, np.float32))).reshape(-1)
+
+    # -- internals --------------------------------------------------------------------
+    def _decode(self, name: str, src):
+        try:
+            rgb = load_rgb(src, min_size=self.size)
+            return name, rgb, to_model_input(rgb, self.size), ""
+        except AfiqaError as e:
+            return name, None, None, str(e)
+        except Exception as e:  # never lose the batch to one odd file
+            return name, None, None, f"could not read the image ({type(e).__name__}: {str(e)[:120]})"
+
+    def _run(self, decoded, heatmaps: bool) -> Iterator[ScoreResult]:
+        good = [d for d in decoded if d[3] == ""]
+        raws, expl = np.zeros(0), None
+        if good:
+            x = np.stack([d[2] for d in good])
+            if heatmaps:
+                from afiqa.explain import explain
+
+                expl = explain(self.model, x)
+                raws = expl.scores
+            else:
+                raws = self.predict_raw(x)
+        k = 0
+        for name, rgb, _, err in decoded:
+            if err:
+                yield ScoreResult(name, error=err)
+                continue
+            score = self.card.to_score(float(raws[k]))
+            r = ScoreResult(name, score=score, label=self.card.label(score))
+            if expl is not None:
+                from afiqa.explain import resize_map
+
+                hw = rgb.shape[:2]
+                r.image = rgb
+                r.heatmaps = {n: resize_map(m[k], hw) for n, m in expl.gradcam.items()}
+                r.attention = {n: resize_map(m[k], hw) for n, m in expl.attention.items()}
+            k += 1
+            yield r
+
+
+def _describe(src) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    if isinstance(src, np.ndarray):
+        return f"array{tuple(src.shape)}"
+    if isinstance(src, (bytes, bytearray)):
+        return f"bytes[{len(src)}]"
+    return type(src).__name__

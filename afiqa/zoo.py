@@ -1,0 +1,91 @@
+"""The model table: every published afiqa model, by name.
+
+A model card says everything needed to rebuild, find, verify and read a model: the
+network config (which fixes backbones and the input policy's size), where its weights
+live (file name and sha256, Hugging Face Hub repo and revision), the score scale and its
+labels, and how it was trained and measured.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from afiqa.config import ModelConfig
+from afiqa.errors import UnknownNameError
+
+# Five labels over the 0-100 scale, worst first, each covering an equal fifth
+# (the five-point ACR scale of ITU-T P.910 that BIQ2021's observers used).
+LABELS = ("bad", "poor", "fair", "good", "excellent")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    config: ModelConfig
+    weights_file: str
+    sha256: str
+    hub_repo: str
+    hub_revision: str = "main"
+    score_range: tuple[float, float] = (0.0, 100.0)
+    higher_better: bool = True
+    labels: tuple[str, ...] = LABELS
+    train_set: str = ""
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+
+    def to_score(self, raw: float) -> float:
+        """Model output (MOS on [0, 1]) -> the card's score range, clipped."""
+        lo, hi = self.score_range
+        return float(min(max(lo + raw * (hi - lo), lo), hi))
+
+    def label(self, score: float) -> str:
+        lo, hi = self.score_range
+        k = int((score - lo) / (hi - lo) * len(self.labels))
+        return self.labels[min(max(k, 0), len(self.labels) - 1)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "weights_file": self.weights_file,
+            "sha256": self.sha256,
+            "hub_repo": self.hub_repo,
+            "hub_revision": self.hub_revision,
+            "score_range": list(self.score_range),
+            "higher_better": self.higher_better,
+            "labels": list(self.labels),
+            "train_set": self.train_set,
+            "test_metrics": dict(self.test_metrics),
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+        d = dict(d)
+        d["config"] = ModelConfig.from_dict(d["config"])
+        d["score_range"] = tuple(d.get("score_range", (0.0, 100.0)))
+        d["labels"] = tuple(d.get("labels", LABELS))
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+DEFAULT_MODEL = "afiqa-biq2021"
+
+MODELS: dict[str, ModelCard] = {}
+
+
+def register(card: ModelCard) -> ModelCard:
+    MODELS[card.name] = card
+    return card
+
+
+def get_card(name: str) -> ModelCard:
+    """The card of model ``name``; an unknown name lists close matches."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownNameError(f"Unknown model {name!r}.{hint} Known models: {', '.join(MODELS) or 'none'}.") from None

@@ -1,0 +1,77 @@
+"""Shared fixtures: a small trained afiqa model saved with its model card.
+
+The model uses the real ImageNet MobileNet backbones from the offline Keras cache
+(``KERAS_HOME``, ../shared/keras) at 64 px, and its attention blocks and head are fit
+for a few seconds on synthetic scenes (sharp = high quality, blurred = low), so it ranks
+images the way a quality model should while staying fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("KERAS_HOME", str(ROOT.parent / "shared" / "keras"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TINY_SIZE = 96
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    from afiqa.config import ModelConfig
+
+    return ModelConfig(image_size=TINY_SIZE, head_units=(16,), reduction=8, dropout=0.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_card_path(tmp_path_factory, tiny_config) -> Path:
+    """Path of the model card JSON of a small trained model (weights beside it)."""
+    import keras
+
+    from afiqa.inputs import to_model_input
+    from afiqa.losses import QualityLoss
+    from afiqa.model import build_model
+    from afiqa.weights import sha256_of
+    from afiqa.zoo import ModelCard
+    from imagegen import blur, scene
+
+    keras.utils.set_random_seed(0)
+    x, y = [], []
+    for seed in range(48):
+        img = scene(seed)
+        for sigma, mos in ((0, 0.85), (1.5, 0.5), (4, 0.15)):
+            x.append(to_model_input(blur(img, sigma), TINY_SIZE))
+            y.append(mos)
+    model = build_model(tiny_config)  # ImageNet backbones from KERAS_HOME, frozen
+    model.compile(keras.optimizers.Adam(3e-3), loss=QualityLoss(1.0, 0.5))
+    model.fit(np.stack(x), np.array(y, np.float32), batch_size=16, epochs=12, verbose=0, shuffle=True)
+
+    d = tmp_path_factory.mktemp("tiny_model")
+    weights = d / "afiqa-tiny.weights.h5"
+    model.save_weights(weights)
+    card = ModelCard(
+        name="afiqa-tiny",
+        config=tiny_config.replace(backbone_weights=None),
+        weights_file=weights.name,
+        sha256=sha256_of(weights),
+        hub_repo="afiqa/afiqa-tiny",
+        train_set="synthetic scenes (tests)",
+    )
+    path = d / "afiqa-tiny.json"
+    path.write_text(json.dumps(card.to_dict(), indent=2))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_card_path):
+    from afiqa.predictor import Predictor
+
+    return Predictor(tiny_card_path)

@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+
+
+def test_tiny_model_builds_runs_and_round_trips_keras_format(tmp_path, tiny_config):
+    import keras
+
+    from afiqa.model import build_model
+
+    cfg = tiny_config.replace(backbone_weights=None)
+    model = build_model(cfg)
+    n = cfg.image_size
+    x = np.random.default_rng(0).uniform(0, 255, (2, n, n, 3)).astype("float32")
+    y = model.predict_on_batch(x)
+    assert y.shape == (2, 1) and np.isfinite(y).all()
+
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")  # custom layers deserialize
+    np.testing.assert_allclose(again.predict_on_batch(x), y, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_file_round_trip_into_a_fresh_build(tmp_path, tiny_config):
+    from afiqa.model import build_model
+
+    cfg = tiny_config.replace(backbone_weights=None, multilevel=True)
+    a, b = build_model(cfg), build_model(cfg)
+    n = cfg.image_size
+    x = np.random.default_rng(1).uniform(0, 255, (3, n, n, 3)).astype("float32")
+    a.save_weights(tmp_path / "w.weights.h5")
+    assert not np.allclose(a.predict_on_batch(x), b.predict_on_batch(x))
+    b.load_weights(tmp_path / "w.weights.h5")
+    np.testing.assert_allclose(b.predict_on_batch(x), a.predict_on_batch(x), rtol=1e-5, atol=1e-6)
+
+
+def test_custom_layers_serialize_their_config():
+    import keras
+
+    from afiqa.attention import ChannelAttention, SpatialAttentionMap
+    from afiqa.layers import BackbonePreprocess, GlobalPooling
+    from afiqa.losses import QualityLoss
+
+    for obj in (ChannelAttention(4), SpatialAttentionMap(5), BackbonePreprocess("caffe"), GlobalPooling("avg_max")):
+        clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+        assert type(clone) is type(obj) and clone.get_config() == obj.get_config()
+    loss = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(QualityLoss(2.0, 0.3)))
+    assert (loss.mae_weight, loss.plcc_weight) == (2.0, 0.3)
+
+
+def test_attention_is_applied_to_the_spatial_map_before_pooling(tiny_config):
+    from afiqa.model import HEAD, build_model, spatial_map_name
+
+    model = build_model(tiny_config.replace(backbone_weights=None))
+    head = model.get_layer(HEAD)
+    for i in range(2):
+        m = head.get_layer(spatial_map_name(i)).output
+        side = tiny_config.image_size // 32  # the backbones' output stride
+        assert m.shape[1] == m.shape[2] == side and m.shape[3] == 1
+    no_att = build_model(tiny_config.replace(backbone_weights=None, channel_attention=False, spatial_attention=False))
+    names = {layer.name for layer in no_att.get_layer(HEAD).layers}
+    assert not any("attention" in n or "spatial_map" in n for n in names)
+
+
+def test_spatial_attention_map_is_a_sigmoid_map_that_depends_on_position():
+    from afiqa.attention import SpatialAttentionMap
+
+    x = np.zeros((1, 8, 8, 4), "float32")
+    x[0, 2, 3] = 10.0
+    m = np.asarray(SpatialAttentionMap(3)(x))
+    assert m.shape == (1, 8, 8, 1) and (m > 0).all() and (m < 1).all()
+    assert m[0, 2, 3, 0] != m[0, 6, 6, 0]
+
+
+def test_channel_attention_weights_lie_in_0_1_and_scale_channels():
+    from afiqa.attention import ChannelAttention
+
+    x = np.random.default_rng(0).normal(size=(2, 4, 4, 16)).astype("float32")
+    layer = ChannelAttention(4)
+    y = np.asarray(layer(x))
+    w = np.asarray(layer.weights_of(x))
+    assert w.shape == (2, 16) and (w > 0).all() and (w < 1).all()
+    np.testing.assert_allclose(y, x * w[:, None, None, :], rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_backbone_lists_close_matches():
+    from afiqa.backbones import get_backbone
+    from afiqa.config import ModelConfig
+    from afiqa.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="Did you mean mobilenet_v2"):
+        get_backbone("mobilenetv2")
+    with pytest.raises(UnknownNameError, match="efficientnetb3"):
+        ModelConfig(backbones=("efficientnet_b3", "mobilenet"))
+
+
+def test_config_round_trip_and_validation():
+    from afiqa.config import ModelConfig
+
+    cfg = ModelConfig(backbones=("resnet50", "efficientnetb7"), image_size=224, multilevel=False)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="pooling"):
+        ModelConfig(pooling="median")
+    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
+        ModelConfig.from_dict({**cfg.to_dict(), "lr": 1})
+    with pytest.raises(ValueError, match="no levels"):
+        ModelConfig(backbones=("xception", "mobilenet"), multilevel=True)
+
+
+def test_every_registered_backbone_names_a_keras_constructor():
+    import keras
+
+    from afiqa.backbones import BACKBONES
+
+    for spec in BACKBONES.values():
+        assert callable(getattr(keras.applications, spec.constructor)), spec.name
+
+
+@pytest.mark.real_weights
+def test_real_imagenet_mobilenets_load_offline_and_run():
+    """Both offline backbones load ImageNet weights from KERAS_HOME at any input size."""
+    import keras
+
+    from afiqa.config import ModelConfig
+    from afiqa.model import build_stream
+
+    cfg = ModelConfig(image_size=96, multilevel=True)
+    x = np.random.default_rng(0).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
+    for i, (name, channels) in enumerate((("mobilenet_v2", 1280), ("mobilenet", 1024))):
+        stream = build_stream(cfg, i, weights="imagenet")
+        fmap, levels = stream.predict_on_batch(x)
+        assert fmap.shape == (1, 3, 3, channels) and levels.ndim == 2
+        ref = getattr(keras.applications, "MobileNetV2" if i == 0 else "MobileNet")(
+            include_top=False, weights="imagenet", input_shape=(None, None, 3)
+        )
+        expected = ref.predict_on_batch(x / 127.5 - 1.0)
+        np.testing.assert_allclose(fmap, expected, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,1 @@
+"""Training, evaluation and dataset adapters for afiqa (not part of the installed package)."""
