@@ -71,14 +71,17 @@ def fit_logistic(pred, target) -> np.ndarray:
 def logistic_plcc(pred, target) -> float:
     """PLCC after fitting ``logistic4`` from predictions to targets (the IQA convention).
 
-    Falls back to the plain PLCC when the fit does not converge.
+    Falls back to the plain PLCC when there are too few points to fit four parameters
+    (under 5) or the fit does not converge.
     """
     p, t = _pair(pred, target)
     if _undefined(p, t):
         return float("nan")
+    if p.size < 5:
+        return plcc(p, t)
     try:
         return plcc(logistic4(p, *fit_logistic(p, t)), t)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, TypeError):
         return plcc(p, t)
 
 

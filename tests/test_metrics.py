@@ -37,6 +37,8 @@ def test_degenerate_inputs_give_nan_not_errors():
     for f in (metrics.plcc, metrics.srocc, metrics.krocc, metrics.logistic_plcc):
         assert math.isnan(f([1, 1, 1], [0.1, 0.5, 0.9]))
         assert math.isnan(f([0.3], [0.4]))
+    # too few points for the 4-parameter fit: plain PLCC
+    assert metrics.logistic_plcc([0.1, 0.5, 0.3], [0.2, 0.9, 0.4]) == pytest.approx(metrics.plcc([0.1, 0.5, 0.3], [0.2, 0.9, 0.4]))
     with pytest.raises(ValueError, match="differ in length"):
         metrics.plcc([1, 2], [1, 2, 3])
 

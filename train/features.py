@@ -1,0 +1,82 @@
+"""Read a feature cache written by ``train.cache_features`` and feed it to Keras."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+@dataclass
+class FeatureCache:
+    root: Path
+    meta: dict
+    features: list[np.ndarray]  # per stream (N, h, w, C) float16, memory-mapped
+    levels: list[np.ndarray]  # per stream (N, D) float32
+    paths: list[str]
+    scores: np.ndarray
+    splits: np.ndarray
+    groups: np.ndarray
+
+    @classmethod
+    def open(cls, root: str | Path) -> "FeatureCache":
+        root = Path(root)
+        meta = json.loads((root / "meta.json").read_text())
+        n_streams = len(meta["config"]["backbones"])
+        with open(root / "index.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return cls(
+            root,
+            meta,
+            [np.load(root / f"s{i}_features.npy", mmap_mode="r") for i in range(n_streams)],
+            [np.load(root / f"s{i}_levels.npy") for i in range(n_streams)],
+            [r["path"] for r in rows],
+            np.array([float(r["score"]) for r in rows], np.float32),
+            np.array([r["split"] for r in rows]),
+            np.array([r["group"] for r in rows]),
+        )
+
+    def inputs(self, rows: np.ndarray, streams: list[int], multilevel: bool, flip: bool = False) -> list[np.ndarray]:
+        """Head inputs for ``rows`` in the head's order: per stream [features, (levels)]."""
+        order = np.argsort(rows)  # memmap reads in file order
+        rows_sorted = rows[order]
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        out = []
+        for i in streams:
+            f = np.asarray(self.features[i][rows_sorted], np.float32)[back]
+            out.append(f[:, :, ::-1] if flip else f)
+            if multilevel:
+                out.append(self.levels[i][rows])
+        return out
+
+
+class CachedBatches(keras.utils.PyDataset):
+    """Shuffled batches of cached head inputs and scores (optionally random flips)."""
+
+    def __init__(self, cache: FeatureCache, rows, streams, multilevel, batch_size, shuffle, flip, seed):
+        super().__init__()
+        self.cache, self.rows = cache, np.asarray(rows)
+        self.streams, self.multilevel = streams, multilevel
+        self.batch_size, self.shuffle, self.flip = batch_size, shuffle, flip
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rows.copy()
+        self.on_epoch_end()
+
+    def __len__(self):
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __getitem__(self, k):
+        rows = self.order[k * self.batch_size : (k + 1) * self.batch_size]
+        flip = bool(self.flip and self.rng.random() < 0.5)
+        x = self.cache.inputs(rows, self.streams, self.multilevel, flip=flip)
+        return tuple(x), self.cache.scores[rows]
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.order = self.rng.permutation(self.rows)
