@@ -3,13 +3,20 @@
 The policy, decided once and used by training, evaluation, the CLI, the Python API and
 the app:
 
-1. Decode to 8-bit RGB, upright: EXIF orientation is applied; grayscale, palette, CMYK
-   and 16-bit images are converted; transparency is composited over white; of an
-   animated image (GIF, APNG, WebP) the first frame is scored.
-2. Refuse what cannot be judged: a shorter side under ``MIN_SIDE`` pixels, or more than
-   ``MAX_PIXELS`` pixels that cannot be decoded at reduced size (decompression bombs).
-   Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale by the JPEG decoder itself (never
-   below the model's input size), so memory stays bounded and decoding is fast.
+1. Decode to 8-bit RGB, upright: EXIF orientation is applied; grayscale, 1-bit, palette,
+   CMYK (Adobe's inverted CMYK included) and 16-bit images are converted (16-bit values
+   map 0..65535 onto 0..255); transparency (an alpha channel, or a palette or colour-key
+   ``tRNS`` entry) is composited over white; of an animated or multi-page image (GIF,
+   APNG, WebP, TIFF) the first frame is scored. Files are read as JPEG (and MPO), PNG,
+   GIF, BMP, TIFF, WebP, AVIF or PPM/PGM only; other formats are refused rather than
+   handed to a rarely used decoder.
+2. Refuse what cannot be judged, with one sentence that names the file: anything that
+   does not decode completely (a truncated file is an error, never a half-grey image), a
+   shorter side under ``MIN_SIDE`` pixels, or more than ``MAX_PIXELS`` pixels that
+   cannot be decoded at reduced size (decompression bombs). Both sizes are checked from
+   the header, before any pixel is decoded. Large JPEGs are decoded at 1/2, 1/4 or 1/8
+   scale by the JPEG decoder itself (never below the model's input size), so memory
+   stays bounded and decoding is fast.
 3. Resize the whole image to a ``size`` x ``size`` square (area averaging when shrinking,
    bicubic when enlarging); the aspect ratio is not kept.
 
@@ -18,30 +25,43 @@ sees photos at the scale it learnt from; the whole frame is judged (a crop can c
 the defect people react to); and one fixed shape lets images batch through one compiled
 graph. The cost: a very wide or tall photo is squeezed, and at 512 px very fine noise in
 a large photo is partly averaged away, as it is on a screen that shows the whole photo.
+
+Pillow's own decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``, ~179 MP for an error)
+is left in place for the whole process: afiqa's limit is lower, except that a JPEG
+above ``MAX_PIXELS`` may still be read at reduced size, up to Pillow's limit.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
 
 from afiqa.errors import ImageError
 
 MIN_SIDE = 32
 MAX_PIXELS = 64_000_000
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jfif", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif", ".ppm", ".pgm"}
 )
+# Pillow format names tried when opening a file or bytes, in this order (MPO: multi-picture
+# JPEGs from cameras, which Pillow opens as MPO).
+FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "PPM")
+_FORMATS_TEXT = "JPEG, PNG, GIF, BMP, TIFF, WebP, AVIF or PPM"
+_ORIENTATION = 0x0112  # EXIF tag
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
-# PIL's own bomb check would otherwise warn or raise before we can decide ourselves.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow warns (it does not refuse) between ~89 and ~179 MP; afiqa refuses such images
+# itself unless they are JPEGs it can decode at reduced size, so the warning is noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def load_rgb(source: ImageSource, min_size: int = 0) -> np.ndarray:
@@ -49,29 +69,42 @@ def load_rgb(source: ImageSource, min_size: int = 0) -> np.ndarray:
 
     ``min_size``: for large JPEG files, let the decoder reduce the image as long as
     both sides stay at least this large (0: full resolution).
-    Raises ``ImageError`` with a one-sentence reason for anything it cannot score.
+    Raises ``ImageError`` with a one-sentence reason, which starts with the file's path
+    (or "image bytes", "PIL image", "array"), for anything it cannot score.
     """
-    if isinstance(source, np.ndarray):
-        rgb = _array_to_rgb(source)
-    elif isinstance(source, Image.Image):
-        rgb = _pil_to_rgb(source, min_size=0)
-    elif isinstance(source, (bytes, bytearray)):
-        rgb = _open_and_convert(io.BytesIO(source), "the given bytes", min_size)
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{path.name}: the file is empty")
-        rgb = _open_and_convert(path, path.name, min_size)
-    else:
-        raise ImageError(
-            f"cannot read an image from a {type(source).__name__}; "
-            "give a file path, bytes, a PIL image or a NumPy array"
-        )
-    h, w = rgb.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise ImageError(f"the image is {w}x{h} pixels; afiqa needs at least {MIN_SIDE} px on each side")
+    name = _name_of(source)
+    try:
+        if isinstance(source, np.ndarray):
+            rgb = _array_to_rgb(source, name)
+        elif isinstance(source, Image.Image):
+            rgb = _pil_to_rgb(source, name)
+        elif isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise ImageError(f"{name}: there are no bytes (empty)")
+            rgb = _open_and_convert(io.BytesIO(source), name, min_size)
+        elif isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.exists():
+                raise ImageError(f"{name}: no such file")
+            if not path.is_file():
+                raise ImageError(f"{name}: not a file")
+            if path.stat().st_size == 0:
+                raise ImageError(f"{name}: the file is empty")
+            rgb = _open_and_convert(path, name, min_size)
+        else:
+            raise ImageError(
+                f"cannot read an image from a {type(source).__name__}; "
+                "give a file path, bytes, a PIL image or a NumPy array"
+            )
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode the image") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied") from None
+    except Exception as e:  # a decoder's odd exception must not escape as a crash
+        raise ImageError(f"{name}: could not be read ({_short(e)})") from None
+    _check_sides(name, rgb.shape[1], rgb.shape[0])
     return rgb
 
 
@@ -95,94 +128,174 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
     """Expand directories (recursively, sorted) into the image files inside them.
 
     Files named explicitly are kept whatever their extension, so that a bad file given
-    by name is reported rather than silently skipped.
+    by name is reported rather than silently skipped. Inside directories, hidden files
+    and folders (a leading ".", e.g. macOS ``._IMG_1.jpg`` resource forks) are skipped.
     """
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(
-                sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.suffix.lower() in IMAGE_EXTENSIONS
+                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                    and f.is_file()
+                )
             )
         else:
             out.append(p)
     return out
 
 
+# -- decoding ----------------------------------------------------------------------------
+def _name_of(source) -> str:
+    if isinstance(source, (str, os.PathLike)):  # control characters escaped: messages stay one line
+        return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in os.fsdecode(source))
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "image bytes"
+    if isinstance(source, Image.Image):
+        return "PIL image"
+    if isinstance(source, np.ndarray):
+        return "array"
+    return type(source).__name__
+
+
+def _check_sides(name: str, w: int, h: int) -> None:
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{name}: the image is {w}x{h} pixels; afiqa needs at least {MIN_SIDE} px on each side")
+
+
 def _open_and_convert(fp, name: str, min_size: int) -> np.ndarray:
     try:
-        with Image.open(fp) as img:
-            w, h = img.size
-            if min_size and img.format == "JPEG" and min(w, h) >= 2 * min_size:
+        with Image.open(fp, formats=_formats()) as img:
+            w, h = img.size  # from the header: nothing is decoded yet
+            _check_sides(name, w, h)
+            if min_size and isinstance(img, JpegImageFile) and min(w, h) >= 2 * min_size:
                 img.draft("RGB", (min_size, min_size))  # DCT-domain downscale, >= min_size
             if img.size[0] * img.size[1] > MAX_PIXELS:
                 raise ImageError(
                     f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over afiqa's limit of "
                     f"{MAX_PIXELS / 1e6:.0f}; downscale it first"
                 )
-            return _pil_to_rgb(img, min_size)
+            img.load()  # raises on truncated or corrupt data (LOAD_TRUNCATED_IMAGES stays False)
+            return _pil_to_rgb(img, name)
     except ImageError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's hard limit, hit in Image.open
+        px = re.search(r"\d+", str(e))
+        size = f"{int(px.group()) / 1e6:.0f} megapixels" if px else "too large"
+        raise ImageError(
+            f"{name}: the image is {size}, over afiqa's limit of {MAX_PIXELS / 1e6:.0f}; downscale it first"
+        ) from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file afiqa can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt data
+        raise ImageError(f"{name}: not an image afiqa can read (not a {_FORMATS_TEXT} file)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError) as e:
+        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
         raise ImageError(f"{name}: the image data is corrupt or truncated ({_short(e)})") from None
 
 
-def _pil_to_rgb(img: Image.Image, min_size: int) -> np.ndarray:
-    if getattr(img, "n_frames", 1) > 1:
-        img.seek(0)  # animated: the first frame is scored
-    img = ImageOps.exif_transpose(img)
+_OPENABLE: tuple[str, ...] | None = None
+
+
+def _formats() -> tuple[str, ...]:
+    """``FORMATS`` that this Pillow build can open (AVIF needs a recent Pillow)."""
+    global _OPENABLE
+    if _OPENABLE is None:
+        Image.init()
+        _OPENABLE = tuple(f for f in FORMATS if f in Image.OPEN)
+    return _OPENABLE
+
+
+def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:
+    if img.tell() != 0:
+        img.seek(0)  # animated or multi-page: the first frame is scored
+    img = _upright(img)
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _array_to_rgb(np.asarray(img))
-    if mode == "P":
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode.startswith("I;16"):  # 16-bit grayscale, either byte order
+        return _gray_to_rgb(_u16_to_u8(np.asarray(img).astype(np.uint16)))
+    if mode in ("I", "F"):  # 32-bit integer or float grayscale (TIFF, PFM, convert("I"))
+        return _array_to_rgb(_float_to_unit(np.asarray(img), name) if mode == "F" else np.asarray(img), name)
+    if mode in ("RGBa", "La"):  # premultiplied alpha: over white, out = colour + (255 - alpha)
+        a = np.asarray(img).astype(np.int16)
+        out = np.minimum(a[..., :-1] + (255 - a[..., -1:]), 255).astype(np.uint8)
+        return out if mode == "RGBa" else _gray_to_rgb(out[..., 0])
+    if img.has_transparency_data:  # alpha channel, or a tRNS palette entry or colour key
         rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    rgb = np.asarray(img.convert("RGB"))
-    return np.ascontiguousarray(rgb)
+        img = Image.new("RGB", rgba.size, (255, 255, 255))
+        img.paste(rgba, mask=rgba)  # over white: out = rgb * a + 255 * (1 - a)
+    elif mode != "RGB":
+        img = img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    return np.asarray(img)
 
 
-def _array_to_rgb(a: np.ndarray) -> np.ndarray:
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a copy only when the image has to turn."""
+    try:
+        orientation = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # unreadable EXIF: the pixels are fine, keep them as stored
+        return img
+    return ImageOps.exif_transpose(img) if orientation in (2, 3, 4, 5, 6, 7, 8) else img
+
+
+def _float_to_unit(a: np.ndarray, name: str) -> np.ndarray:
+    """Float pixels from a file: [0, 1] as they are, 0..255 scaled down, else refused."""
+    if not np.isfinite(a).all():
+        raise ImageError(f"{name}: the image holds NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return a
+    if lo >= 0.0 and hi <= 255.0:
+        return a / np.float32(255.0)
+    raise ImageError(f"{name}: float pixels must lie in [0, 1] or 0..255; got {lo:g}..{hi:g}")
+
+
+def _array_to_rgb(a: np.ndarray, name: str = "array") -> np.ndarray:
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
-        raise ImageError(f"expected an array of shape (H, W), (H, W, 3) or (H, W, 4); got {a.shape}")
+        raise ImageError(f"{name}: expected shape (H, W), (H, W, 3) or (H, W, 4); got {a.shape}")
     if a.size == 0:
-        raise ImageError(f"the array is empty (shape {a.shape})")
+        raise ImageError(f"{name}: the array is empty (shape {a.shape})")
     if a.dtype == np.uint8:
         u8 = a
-    elif a.dtype == np.uint16 or (a.dtype.kind in "iu" and a.max() > 255):
-        if a.min() < 0 or a.max() > 65535:
-            raise ImageError(f"integer pixels must lie in 0..65535; got {a.min()}..{a.max()}")
-        u8 = np.round(a.astype(np.float32) / 257.0).astype(np.uint8)
+    elif a.dtype == bool:
+        u8 = a.astype(np.uint8) * 255
+    elif a.dtype.kind == "u" and a.dtype.itemsize == 2:  # uint16, either byte order
+        u8 = _u16_to_u8(a)
     elif a.dtype.kind in "iu":
-        if a.min() < 0:
-            raise ImageError(f"integer pixels must not be negative; got minimum {a.min()}")
-        u8 = a.astype(np.uint8)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise ImageError(f"{name}: integer pixels must lie in 0..255 or 0..65535; got {lo}..{hi}")
+        u8 = _u16_to_u8(a) if hi > 255 else a.astype(np.uint8)
     elif a.dtype.kind == "f":
         if not np.isfinite(a).all():
-            raise ImageError("the array holds NaN or infinite values")
+            raise ImageError(f"{name}: the array holds NaN or infinite values")
         lo, hi = float(a.min()), float(a.max())
         if lo < 0.0 or hi > 1.0:
             raise ImageError(
-                f"float pixels must lie in [0, 1]; got {lo:g}..{hi:g} (give uint8 for 0..255)"
+                f"{name}: float pixels must lie in [0, 1]; got {lo:g}..{hi:g} (give uint8 for 0..255)"
             )
-        u8 = np.round(a * 255.0).astype(np.uint8)
-    elif a.dtype == bool:
-        u8 = a.astype(np.uint8) * 255
+        u8 = np.round(a.astype(np.float32) * 255.0).astype(np.uint8)
     else:
-        raise ImageError(f"unsupported pixel type {a.dtype}")
+        raise ImageError(f"{name}: unsupported pixel type {a.dtype}")
     if u8.ndim == 2:
-        u8 = np.repeat(u8[:, :, None], 3, axis=2)
-    elif u8.shape[2] == 4:
+        return _gray_to_rgb(u8)
+    if u8.shape[2] == 4:
         alpha = u8[:, :, 3:4].astype(np.float32) / 255.0
         u8 = np.round(u8[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     return np.ascontiguousarray(u8)
+
+
+def _u16_to_u8(a: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255, rounded (65535 / 255 = 257)."""
+    return np.round(a.astype(np.float32) / 257.0).astype(np.uint8)
+
+
+def _gray_to_rgb(u8: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.broadcast_to(u8[:, :, None], (*u8.shape, 3)))
 
 
 def _short(e: BaseException) -> str:

@@ -82,6 +82,7 @@ class Predictor:
             ) from None
         self.size = self.card.config.image_size
         self.batch_size = max(1, int(batch_size))
+        self._forward = None  # the traced forward pass, made on first use
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="afiqa-decode")
 
     # -- scoring --------------------------------------------------------------------
@@ -112,7 +113,9 @@ class Predictor:
 
     def predict_raw(self, inputs: np.ndarray) -> np.ndarray:
         """Model output (MOS on [0, 1]) for a batch of model inputs (B, S, S, 3), 0..255."""
-        return np.asarray(self.model.predict_on_batch(np.asarray(inputs, np.float32))).reshape(-1)
+        if self._forward is None:
+            self._forward = _forward_fn(self.model, self.size)
+        return np.asarray(self._forward(np.asarray(inputs, np.float32))).reshape(-1)
 
     # -- internals --------------------------------------------------------------------
     def _decode(self, name: str, src):
@@ -122,7 +125,7 @@ class Predictor:
         except AfiqaError as e:
             return name, None, None, str(e)
         except Exception as e:  # never lose the batch to one odd file
-            return name, None, None, f"could not read the image ({type(e).__name__}: {str(e)[:120]})"
+            return name, None, None, f"{name}: could not read the image ({type(e).__name__}: {str(e)[:120]})"
 
     def _run(self, decoded, heatmaps: bool) -> Iterator[ScoreResult]:
         good = [d for d in decoded if d[3] == ""]
@@ -152,6 +155,24 @@ class Predictor:
                 r.attention = {n: resize_map(m[k], hw) for n, m in expl.attention.items()}
             k += 1
             yield r
+
+
+def _forward_fn(model, size: int):
+    """The model's inference pass, traced once for every batch size.
+
+    ``predict_on_batch`` traces a graph per new batch shape (twice at most), 1-2 s each for
+    two 512-px backbones on a CPU: a CLI run with a partial last batch, or ``score`` then
+    ``score_batch``, paid that twice. Same computation as ``predict_on_batch``.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return lambda x: fn(tf.convert_to_tensor(x)).numpy()
 
 
 def _describe(src) -> str:
