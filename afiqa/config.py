@@ -22,6 +22,9 @@ class ModelConfig:
     image_size: side of the square model input in pixels (see ``afiqa.inputs``).
     backbone_weights: ``"imagenet"`` to start from ImageNet, ``None`` for random
         (trained afiqa weights replace them anyway).
+    feature_pool: average-pool each backbone's feature map by this factor before the
+        attention (2: the 16x16 map of a 512-px image becomes an 8x8 grid of 64-px
+        cells); GradCAM still reads the backbone's own map.
     channel_attention / spatial_attention: switch each CBAM branch on or off.
     reduction: channel-attention MLP reduction ratio.
     spatial_kernel: side of the spatial-attention convolution.
@@ -36,6 +39,7 @@ class ModelConfig:
     backbones: tuple[str, ...] = ("mobilenet_v2", "mobilenet")
     image_size: int = 512
     backbone_weights: str | None = "imagenet"
+    feature_pool: int = 1
     channel_attention: bool = True
     spatial_attention: bool = True
     reduction: int = 16
@@ -55,6 +59,8 @@ class ModelConfig:
             raise ValueError(f"image_size: expected >= 32, got {self.image_size}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
+        if self.feature_pool < 1:
+            raise ValueError(f"feature_pool: expected >= 1, got {self.feature_pool}")
         if self.reduction < 1:
             raise ValueError(f"reduction: expected >= 1, got {self.reduction}")
         if self.spatial_kernel < 1 or self.spatial_kernel % 2 == 0:

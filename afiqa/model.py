@@ -55,13 +55,19 @@ def build_stream(cfg: ModelConfig, i: int, weights: str | None = None) -> keras.
     return keras.Model(image, outputs, name=stream_name(i))
 
 
-def build_head(cfg: ModelConfig, stream_output_shapes: list[list[tuple]]) -> keras.Model:
-    """Stream outputs (flattened, in stream order) -> score."""
+def build_head(cfg: ModelConfig, stream_output_shapes: list[list[tuple]], prepooled: bool = False) -> keras.Model:
+    """Stream outputs (flattened, in stream order) -> score.
+
+    ``prepooled``: the feature maps given are already pooled by ``cfg.feature_pool``
+    (training on cached features); the weights are the same either way.
+    """
     inputs, pooled = [], []
     for i, shapes in enumerate(stream_output_shapes):
         fmap = keras.Input(shapes[0][1:], name=f"s{i}_features")
         inputs.append(fmap)
         x = fmap
+        if cfg.feature_pool > 1 and not prepooled:
+            x = keras.layers.AveragePooling2D(cfg.feature_pool, name=f"s{i}_feature_pool")(x)
         if cfg.channel_attention:
             x = ChannelAttention(cfg.reduction, name=f"s{i}_channel_attention")(x)
         if cfg.spatial_attention:

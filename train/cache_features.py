@@ -5,7 +5,10 @@ recipe fit a 2-core CPU: the backbones (the expensive part) run once per image.
 
     python -m train.cache_features --dataset biq2021 --data-dir DIR --out CACHE [--image-size 512]
 
-Writes, for stream i: ``s{i}_features.npy`` (N, h, w, C) float16 and ``s{i}_levels.npy``
+``--feature-pool K`` stores the feature maps average-pooled by K (as the model's
+``feature_pool`` does before its attention), K*K times smaller.
+
+Writes, for stream i: ``s{i}_features.npy`` (N, h/K, w/K, C) float16 and ``s{i}_levels.npy``
 (N, D) float32, plus ``index.csv`` (row, path, score, split, group) and ``meta.json``.
 """
 
@@ -27,6 +30,15 @@ from afiqa.model import build_stream
 from train.datasets import ADAPTERS
 
 
+def pool(maps: np.ndarray, k: int) -> np.ndarray:
+    """Average-pool (N, H, W, C) maps by k (like keras AveragePooling2D(k), 'valid')."""
+    if k == 1:
+        return maps
+    n, h, w, c = maps.shape
+    h, w = h // k * k, w // k * k
+    return maps[:, :h, :w].reshape(n, h // k, k, w // k, k, c).mean(axis=(2, 4))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(ADAPTERS), default="biq2021")
@@ -34,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--image-size", type=int, default=512)
     ap.add_argument("--backbones", nargs="+", default=list(ModelConfig().backbones))
+    ap.add_argument("--feature-pool", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--limit", type=int, default=0, help="first N samples only (for trials)")
     args = ap.parse_args(argv)
@@ -49,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     arrays = []
     for i, s in enumerate(streams):
         fshape, lshape = (tuple(t.shape[1:]) for t in s.outputs)
+        k = args.feature_pool
+        fshape = (fshape[0] // k, fshape[1] // k, fshape[2])
         arrays.append(
             (
                 np.lib.format.open_memmap(out / f"s{i}_features.npy", "w+", np.float16, (n, *fshape)),
@@ -70,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         start, x = item
         for s, (feat, lev) in zip(streams, arrays):
             f, lv = s.predict_on_batch(x)
-            feat[start : start + len(x)] = np.asarray(f, np.float16)
+            feat[start : start + len(x)] = pool(np.asarray(f, np.float32), args.feature_pool).astype(np.float16)
             lev[start : start + len(x)] = np.asarray(lv, np.float32)
         done = start + len(x)
         if done % (args.batch_size * 20) == 0 or done == n:
@@ -86,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             w.writerow([k, str(s.path), s.score, s.split, s.group])
     meta = {
         "dataset": args.dataset,
+        "feature_pool": args.feature_pool,
         "data_dir": str(Path(args.data_dir).resolve()),
         "config": cfg.to_dict(),
         "n": n,

@@ -48,7 +48,8 @@ def ensure_cache(cfg: dict, data_dir: str | None, cache_dir: Path):
         from train import cache_features
 
         cache_features.main(["--dataset", cfg["data"]["dataset"], "--data-dir", data_dir, "--out", str(cache_dir),
-                             "--image-size", str(m["image_size"]), "--backbones", *m["backbones"]])
+                             "--image-size", str(m["image_size"]), "--backbones", *m["backbones"],
+                             "--feature-pool", str(m.get("feature_pool", 1))])
     cache = FeatureCache.open(cache_dir)
     have = cache.meta["config"]
     if have["image_size"] != m["image_size"] or not set(m["backbones"]) <= set(have["backbones"]):
@@ -62,7 +63,7 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
     import keras
 
     from afiqa.losses import QualityLoss
-    from afiqa.model import build_head
+    from afiqa.model import SCORE_LAYER, build_head
     from train.features import CachedBatches
 
     mcfg = ModelConfig.from_dict(cfg["model"])
@@ -75,7 +76,12 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
         if mcfg.multilevel:
             s.append((None, cache.levels[i].shape[1]))
         shapes.append(s)
-    head = build_head(mcfg, shapes)
+    cached_pool = int(cache.meta.get("feature_pool", 1))
+    if cached_pool not in (1, mcfg.feature_pool):
+        raise SystemExit(f"the cache is pooled by {cached_pool}, the model by {mcfg.feature_pool}")
+    head = build_head(mcfg, shapes, prepooled=cached_pool > 1)
+    score = head.get_layer(SCORE_LAYER)
+    score.bias.assign(np.full(score.bias.shape, float(np.mean(cache.scores[rows_train])), "float32"))
     steps = int(np.ceil(len(rows_train) / t["batch_size"])) * int(t["epochs"])
     lr = keras.optimizers.schedules.CosineDecay(float(t["lr"]), decay_steps=steps, alpha=0.02)
     head.compile(

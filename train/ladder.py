@@ -1,0 +1,92 @@
+"""Distortion ladders: do scores fall as blur, noise, JPEG compression and downscaling rise?
+
+    python -m train.ladder --model weights/afiqa-biq2021.json --images DIR [--n 50] [--out FILE.json]
+
+For each of ``--n`` photos (sorted, from DIR) and each distortion, the photo is scored at
+five strengths (0 = untouched). Reported per distortion: the share of photos whose
+scores fall strictly at every step, the share that fall overall (strongest < untouched),
+and the mean Spearman correlation between strength and score (-1 = perfect).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from scipy import stats
+
+from afiqa.inputs import list_images, load_rgb
+
+
+def _jpeg(rgb: np.ndarray, q: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=q)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _noise(rgb: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    n = np.random.default_rng(seed).normal(0, sigma, rgb.shape)
+    return np.clip(rgb + n, 0, 255).astype(np.uint8)
+
+
+def _down(rgb: np.ndarray, f: float) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (max(32, round(w / f)), max(32, round(h / f))), interpolation=cv2.INTER_AREA)
+
+
+LADDERS = {
+    "blur": (lambda im, s: cv2.GaussianBlur(im, (0, 0), s) if s else im, (0, 1, 2, 4, 8)),
+    "noise": (lambda im, s: _noise(im, s) if s else im, (0, 5, 10, 20, 40)),
+    "jpeg": (lambda im, q: _jpeg(im, q) if q < 100 else im, (100, 40, 20, 10, 4)),
+    "downscale": (lambda im, f: _down(im, f) if f > 1 else im, (1, 2, 3, 4, 6)),
+}
+
+
+def run(predictor, images: list[Path]) -> dict:
+    report = {}
+    for name, (distort, levels) in LADDERS.items():
+        rows = []
+        for path in images:
+            rgb = load_rgb(path)
+            rows.append([r.score for r in predictor.score_batch([distort(rgb, s) for s in levels])])
+        scores = np.array(rows)
+        rho = [stats.spearmanr(np.arange(len(levels)), r)[0] for r in scores]
+        report[name] = {
+            "levels": list(levels),
+            "mean_scores": [round(float(v), 2) for v in scores.mean(axis=0)],
+            "strictly_falling": float(np.mean(np.all(np.diff(scores, axis=1) < 0, axis=1))),
+            "falls_overall": float(np.mean(scores[:, -1] < scores[:, 0])),
+            "mean_spearman": float(np.nanmean(rho)),
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from afiqa.predictor import Predictor
+    from afiqa.zoo import DEFAULT_MODEL
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--images", required=True, nargs="+")
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    images = list_images(args.images)
+    step = max(1, len(images) // args.n)
+    images = images[::step][: args.n]
+    report = run(Predictor(args.model), images)
+    for name, r in report.items():
+        print(f"{name:10s} levels {r['levels']}: mean scores {r['mean_scores']}; strictly falling "
+              f"{r['strictly_falling']:.0%}, falls overall {r['falls_overall']:.0%}, Spearman {r['mean_spearman']:.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
