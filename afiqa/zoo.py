@@ -32,7 +32,7 @@ class ModelCard:
     higher_better: bool = True
     labels: tuple[str, ...] = LABELS
     train_set: str = ""
-    test_metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
     def to_score(self, raw: float) -> float:
@@ -89,3 +89,27 @@ def get_card(name: str) -> ModelCard:
         close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UnknownNameError(f"Unknown model {name!r}.{hint} Known models: {', '.join(MODELS) or 'none'}.") from None
+
+
+register(
+    ModelCard(
+        name="afiqa-biq2021",
+        config=ModelConfig(
+            backbones=("mobilenet_v2", "mobilenet"),
+            image_size=512,
+            backbone_weights=None,  # the weights file holds the backbones too
+            feature_pool=2,
+            multilevel=True,
+            pooling="avg_std",
+            head_units=(128,),
+            dropout=0.25,
+        ),
+        weights_file="afiqa-biq2021.weights.h5",
+        sha256="e46c3f3f8d4bda07852f8f2dbd0fbaf44539e4b685432cd9873020d8e260bc2f",
+        hub_repo="afiqa/afiqa-biq2021",
+        hub_revision="main",
+        train_set="BIQ2021 official train split (8,999 images; 1,000 more held out for validation)",
+        test_metrics={"srocc": 0.8773, "plcc": 0.8784, "krocc": 0.6928, "rmse": 0.094, "n": 2000},
+        description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px",
+    )
+)

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="*", help=f"variants to run (default all): {', '.join(VARIANTS)}")
     ap.add_argument("--out", default="runs/ablation")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--rows", type=int, default=0,
+                    help="use only the first N rows of each cache (to compare caches of a subset)")
     args = ap.parse_args(argv)
 
     base = train_config.load(args.config, args.set)
@@ -59,16 +61,21 @@ def main(argv: list[str] | None = None) -> None:
     for cache_dir in args.cache:
         cache = FeatureCache.open(cache_dir)
         size = cache.meta["config"]["image_size"]
+        if args.rows:
+            cache.splits = cache.splits.copy()
+            cache.splits[args.rows:] = "unused"
         tr, va, _ = split_rows(cache, float(base["data"]["val_fraction"]), int(base["data"]["seed"]))
         for name in args.only or VARIANTS:
             what, changes = VARIANTS[name]
             key = name if size == base["model"]["image_size"] else f"{name}@{size}"
+            key += f"/{args.rows}rows" if args.rows else ""
             if key in results:
                 continue
             cfg = apply(base, {**changes, "model.image_size": size})
             t0 = time.time()
             _, best, _ = train_head(cfg, cache, tr, va, verbose=0)
-            results[key] = {"what": what + ("" if size == base["model"]["image_size"] else f", {size} px input"),
+            results[key] = {"what": what + f", {size} px input" * (size != base["model"]["image_size"] or bool(args.rows))
+                            + (f" (first {args.rows} rows: {len(tr)} train, {len(va)} val)" if args.rows else ""),
                             **{k: best[k] for k in ("epoch", "val_srocc", "val_plcc", "val_krocc", "val_rmse")},
                             "seconds": round(time.time() - t0, 1)}
             print(f"{key}: SROCC {best['val_srocc']:.4f} PLCC {best['val_plcc']:.4f} ({results[key]['seconds']} s)", flush=True)

@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split", default="test", help="train, val, test or all (all rows)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--update-card", action="store_true",
+                    help="write the metrics into the model card JSON given as --model (test_metrics)")
     args = ap.parse_args(argv)
 
     samples = ADAPTERS[args.dataset](args.data_dir)
@@ -91,6 +93,15 @@ def main(argv: list[str] | None = None) -> dict:
             w.writerow([s.path, f"{s.score:.4f}", f"{p:.4f}", s.group])
     scatter_png(pred, mos, f"{predictor.card.name} on {args.dataset} {args.split}: "
                 f"SROCC {report['srocc']:.3f}, PLCC {report['plcc']:.3f}", out / "scatter.png")
+    if args.update_card:
+        card_path = Path(args.model)
+        card = json.loads(card_path.read_text())
+        card["test_metrics"] = {k: round(report[k], 4) for k in ("srocc", "plcc", "krocc", "rmse", "plcc_logistic")}
+        card["test_metrics"]["n"] = report["n"]
+        card["test_metrics"]["split"] = f"{args.dataset} {args.split}"
+        card["test_metrics"]["groups"] = {g: {k: round(m[k], 4) for k in ("n", "srocc", "plcc", "krocc")}
+                                          for g, m in report["groups"].items()}
+        card_path.write_text(json.dumps(card, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k not in ("groups", "failed")}, indent=2))
     for g, m in report["groups"].items():
         print(f"  {g}: n={m['n']} SROCC {m['srocc']:.4f} PLCC {m['plcc']:.4f} KROCC {m['krocc']:.4f}")

@@ -1,0 +1,50 @@
+"""The shipped model: its table entry, its card and its behaviour on real photos."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def test_model_table_entry_matches_the_shipped_card_and_file():
+    from afiqa.weights import REPO_WEIGHTS_DIR, sha256_of
+    from afiqa.zoo import DEFAULT_MODEL, ModelCard, get_card
+
+    card = get_card(DEFAULT_MODEL)
+    shipped = ModelCard.from_dict(json.loads((REPO_WEIGHTS_DIR / f"{DEFAULT_MODEL}.json").read_text()))
+    assert shipped.config == card.config and shipped.sha256 == card.sha256
+    assert shipped.weights_file == card.weights_file and shipped.hub_repo == card.hub_repo
+    for k in ("srocc", "plcc", "krocc"):
+        assert shipped.test_metrics[k] == card.test_metrics[k]
+    weights = REPO_WEIGHTS_DIR / card.weights_file
+    assert sha256_of(weights) == card.sha256
+    assert weights.stat().st_size <= 30 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from afiqa.predictor import Predictor
+
+    return Predictor()  # the default model, resolved from weights/
+
+
+@pytest.mark.real_weights
+def test_shipped_model_ranks_each_distortion_below_the_clean_photo(shipped):
+    clean = shipped.score(EXAMPLES / "coffee.jpg").score
+    for name in ("coffee_blur.jpg", "coffee_noise.jpg", "coffee_jpeg.jpg"):
+        assert shipped.score(EXAMPLES / name).score < clean - 5, name
+
+
+@pytest.mark.real_weights
+def test_shipped_model_scores_fall_as_blur_rises(shipped):
+    import cv2
+
+    from afiqa.inputs import load_rgb
+
+    rgb = load_rgb(EXAMPLES / "astronaut.jpg")
+    scores = [r.score for r in shipped.score_batch([cv2.GaussianBlur(rgb, (0, 0), s) if s else rgb
+                                                     for s in (0, 1.5, 3, 6)])]
+    assert all(a > b for a, b in zip(scores, scores[1:])), scores
