@@ -22,6 +22,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from gradio import processing_utils
 
 from afiqa.cli import CSV_COLUMNS
 from afiqa.errors import AfiqaError
@@ -55,6 +56,26 @@ CSS = """
 #afiqa-attention img { width: 100%; height: 100%; object-fit: contain; }
 .afiqa-note { font-size: 0.95rem; opacity: 0.9; }
 """
+
+
+def _save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """gradio's ``processing_utils.save_pil_to_cache``, writing atomically (a temporary file,
+    then ``os.replace``). The cache is content-addressed, so the same picture sent to two
+    users is one file; gradio 6.31 rewrites it in place, and a download of it in flight
+    then gets a short or empty body (seen under load: tests/test_load.py)."""
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".part")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return str(path)
+
+
+processing_utils.save_pil_to_cache = _save_pil_to_cache  # gr.Image / gr.ImageSlider outputs go through it
 
 
 # -- the app's functions: each calls the package and shapes the result for the page ----
