@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from afiqa.cli import positive_int
+
 PHOTO_SIZE = (1080, 800)  # width, height of the test photos
 
 
@@ -71,18 +73,11 @@ def _parser() -> argparse.ArgumentParser:
                    "with --random-weights and no --model: ModelConfig() defaults)")
     p.add_argument("--weights", metavar="FILE", help="weights file instead of the resolved one")
     p.add_argument("--random-weights", action="store_true", help="random weights: no trained weights needed")
-    p.add_argument("--n", type=_positive, default=32, help="number of photos (default 32)")
-    p.add_argument("--batch-size", type=_positive, default=8, help="batch size of the batched runs (default 8)")
-    p.add_argument("--repeats", type=_positive, default=3, help="timed repeats; the median is reported (default 3)")
+    p.add_argument("--n", type=positive_int, default=32, help="number of photos (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="batch size of the batched runs (default 8)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats; the median is reported (default 3)")
     p.add_argument("--json", metavar="OUT", help="also write the results here as JSON")
     return p
-
-
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return n
 
 
 def _predictor(args, tmp: Path):

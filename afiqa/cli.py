@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     s.add_argument("--csv", metavar="FILE", help=f"write {','.join(CSV_COLUMNS)},heatmap rows here")
     s.add_argument("--heatmaps", metavar="DIR", help="write a GradCAM overlay PNG per image here")
-    s.add_argument("--batch-size", type=_positive, default=8, metavar="N")
+    s.add_argument("--batch-size", type=positive_int, default=8, metavar="N")
     s.add_argument("--model", default=DEFAULT_MODEL, help="a model name from `afiqa info`, or a model card .json")
     s.add_argument("--weights", metavar="FILE", help="weights file to use instead of the resolved one")
     s.add_argument("--quiet", action="store_true", help="no table and no progress bar")
@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     n = int(text)
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
