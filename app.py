@@ -26,7 +26,8 @@ from gradio import processing_utils
 
 from afiqa.cli import CSV_COLUMNS
 from afiqa.errors import AfiqaError
-from afiqa.explain import FUSED, overlay, resize_map
+from afiqa.explain import FUSED, normalise, overlay, resize_map
+from afiqa.model import stream_name
 from afiqa.predictor import Predictor, ScoreResult
 from afiqa.zoo import DEFAULT_MODEL
 
@@ -83,7 +84,7 @@ def stream_choices(predictor: Predictor) -> list[tuple[str, str]]:
     """(label, key) for the heat-map selector: fused first, then each backbone's stream."""
     backbones = predictor.card.config.backbones
     return [(f"fused ({len(backbones)} streams)", FUSED)] + [
-        (f"stream {i + 1}: {name}", f"stream_{i}") for i, name in enumerate(backbones)
+        (f"stream {i + 1}: {name}", stream_name(i)) for i, name in enumerate(backbones)
     ]
 
 
@@ -112,7 +113,7 @@ def render_maps(result: ScoreResult | None, stream: str = FUSED):
     att = result.attention.get(stream)
     if att is None and result.attention:  # fused: where the streams attend on average
         att = np.mean(list(result.attention.values()), axis=0)
-    att_img = None if att is None else overlay(result.image, _stretch(att), colormap=ATTENTION_COLORMAP)
+    att_img = None if att is None else overlay(result.image, normalise(att), colormap=ATTENTION_COLORMAP)
     return (result.image, overlay(result.image, heat)), att_img
 
 
@@ -203,12 +204,6 @@ def how_to_read(predictor: Predictor) -> str:
 def _short_names(text: str, path: str) -> str:
     """An error message with the upload's temporary folder left out: only the file name."""
     return text.replace(str(path), Path(path).name)
-
-
-def _stretch(m: np.ndarray) -> np.ndarray:
-    """A map rescaled to fill [0, 1], so the page shows where attention is relatively high."""
-    lo, hi = float(np.min(m)), float(np.max(m))
-    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
 
 
 def _vs_best(score: float, best: float | None, rank: int) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from afiqa.model import HEAD, spatial_map_name, streams_of
+from afiqa.model import HEAD, spatial_map_name, stream_name, streams_of
 
 FUSED = "fused"
 
@@ -52,10 +52,10 @@ def explain(model: keras.Model, images: np.ndarray, sign: str = "both") -> Expla
         fmap, g = np.asarray(feats[k], np.float32), grads[i]
         cam = np.einsum("bhwc,bc->bhw", fmap, g.mean(axis=(1, 2)))
         cam = np.abs(cam) if sign == "both" else np.maximum(cam if sign == "positive" else -cam, 0.0)
-        cams[f"stream_{i}"] = np.stack([_normalise(resize_map(c, size)) for c in cam])
-    cams[FUSED] = np.stack([_normalise(m) for m in np.mean(list(cams.values()), axis=0)])
+        cams[stream_name(i)] = np.stack([normalise(resize_map(c, size)) for c in cam])
+    cams[FUSED] = np.stack([normalise(m) for m in np.mean(list(cams.values()), axis=0)])
     attention = {
-        f"stream_{i}": np.stack([np.clip(resize_map(a[..., 0], size), 0.0, 1.0) for a in np.asarray(m)])
+        stream_name(i): np.stack([np.clip(resize_map(a[..., 0], size), 0.0, 1.0) for a in np.asarray(m)])
         for i, m in _att_by_stream(att, view).items()
     }
     return Explanation(np.asarray(score, np.float32).reshape(-1), cams, attention)
@@ -140,7 +140,8 @@ def _value_and_grads(view: keras.Model, feats: list, wrt: list[int]):
     raise RuntimeError(f"GradCAM supports the tensorflow, jax and torch backends, not {backend!r}")
 
 
-def _normalise(m: np.ndarray) -> np.ndarray:
+def normalise(m: np.ndarray) -> np.ndarray:
+    """A map rescaled to fill [0, 1] (all zeros when it is constant)."""
     m = np.asarray(m, np.float32) - float(np.min(m))
     top = float(np.max(m))
     return m / top if top > 0 else np.zeros_like(m)

@@ -133,7 +133,7 @@ class Predictor:
         if good:
             x = np.stack([d[2] for d in good])
             if heatmaps:
-                from afiqa.explain import explain
+                from afiqa.explain import explain, resize_map
 
                 expl = explain(self.model, x)
                 raws = expl.scores
@@ -147,8 +147,6 @@ class Predictor:
             score = self.card.to_score(float(raws[k]))
             r = ScoreResult(name, score=score, label=self.card.label(score))
             if expl is not None:
-                from afiqa.explain import resize_map
-
                 hw = rgb.shape[:2]
                 r.image = rgb
                 r.heatmaps = {n: resize_map(m[k], hw) for n, m in expl.gradcam.items()}
