@@ -30,6 +30,10 @@ class ModelConfig:
     spatial_kernel: side of the spatial-attention convolution.
     multilevel: also mean/std-pool three earlier feature maps of each backbone (strides
         4, 8, 16) into the fused vector, so low-level cues (noise, blur) reach the head.
+    extra_scales: each backbone also reads the image box-downscaled by each of these
+        factors (2: a 256-px view of a 512-px input); the mean/std of that view's
+        feature maps join the fused vector, so the head sees the photo at two viewing
+        distances. Needs ``multilevel``.
     pooling: how each attended feature map becomes a vector: ``avg`` (mean),
         ``avg_std`` (mean and standard deviation) or ``avg_max``.
     head_units: hidden widths of the regression head.
@@ -45,6 +49,7 @@ class ModelConfig:
     reduction: int = 16
     spatial_kernel: int = 7
     multilevel: bool = False
+    extra_scales: tuple[int, ...] = ()
     pooling: str = "avg_std"
     head_units: tuple[int, ...] = (256,)
     dropout: float = 0.25
@@ -53,6 +58,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "backbones", tuple(self.backbones))
         object.__setattr__(self, "head_units", tuple(int(u) for u in self.head_units))
+        object.__setattr__(self, "extra_scales", tuple(int(f) for f in self.extra_scales))
         if not 1 <= len(self.backbones) <= 4:
             raise ValueError(f"backbones: expected 1 to 4 names, got {self.backbones!r}")
         if self.image_size < 32:
@@ -61,6 +67,10 @@ class ModelConfig:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
         if self.feature_pool < 1:
             raise ValueError(f"feature_pool: expected >= 1, got {self.feature_pool}")
+        if any(f < 2 or self.image_size // f < 32 for f in self.extra_scales):
+            raise ValueError(f"extra_scales: expected factors >= 2 that leave >= 32 px, got {list(self.extra_scales)}")
+        if self.extra_scales and not self.multilevel:
+            raise ValueError("extra_scales: needs multilevel: true (the extra views join the multi-level vector)")
         if self.reduction < 1:
             raise ValueError(f"reduction: expected >= 1, got {self.reduction}")
         if self.spatial_kernel < 1 or self.spatial_kernel % 2 == 0:
@@ -78,6 +88,7 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["backbones"] = list(self.backbones)
         d["head_units"] = list(self.head_units)
+        d["extra_scales"] = list(self.extra_scales)
         return d
 
     @classmethod

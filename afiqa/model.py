@@ -2,7 +2,9 @@
 
     image (S, S, 3) RGB 0..255
       ├─ stream_0: preprocess -> backbone A -> feature map A  [-> pooled earlier levels]
+      │            [downscaled view -> backbone A -> pooled maps, joining the levels]
       └─ stream_1: preprocess -> backbone B -> feature map B  [-> pooled earlier levels]
+                   [downscaled view -> backbone B -> pooled maps, joining the levels]
     head: per stream channel attention -> spatial attention -> pooling; concatenate
           (fusion) -> normalise -> dense -> score (MOS in [0, 1], higher is better)
 
@@ -49,6 +51,11 @@ def build_stream(cfg: ModelConfig, i: int, weights: str | None = None) -> keras.
         )
         fmap, *levels = taps(x, training=False)
         pooled = [GlobalPooling("avg_std", name=f"level_{k}_pool")(m) for k, m in enumerate(levels)]
+        for f in cfg.extra_scales:  # the same backbone on a box-downscaled view
+            view = keras.layers.AveragePooling2D(f, name=f"view_{f}")(x)
+            fmap_f, *levels_f = taps(view, training=False)
+            pooled += [GlobalPooling("avg_std", name=f"view_{f}_level_{k}_pool")(m) for k, m in enumerate(levels_f)]
+            pooled.append(GlobalPooling("avg_std", name=f"view_{f}_pool")(fmap_f))
         outputs = [fmap, keras.layers.Concatenate(name="levels")(pooled)]
     else:
         outputs = [backbone(x, training=False)]

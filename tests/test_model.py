@@ -133,3 +133,28 @@ def test_real_imagenet_mobilenets_load_offline_and_run():
         )
         expected = ref.predict_on_batch(x / 127.5 - 1.0)
         np.testing.assert_allclose(fmap, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_extra_scale_view_runs_the_same_backbone_on_the_box_downscaled_image():
+    """extra_scales=(2,): the level vector gains the half-size view's pooled maps."""
+    import keras
+
+    from afiqa.config import ModelConfig
+    from afiqa.layers import GlobalPooling
+    from afiqa.model import build_stream
+
+    x = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    one = build_stream(ModelConfig(image_size=96, multilevel=True), 0, weights="imagenet")
+    two = build_stream(ModelConfig(image_size=96, multilevel=True, extra_scales=(2,)), 0, weights="imagenet")
+    f1, v1 = one.predict_on_batch(x)
+    f2, v2 = two.predict_on_batch(x)
+    np.testing.assert_allclose(f2, f1, rtol=1e-5, atol=1e-5)  # the full-size map is unchanged
+    np.testing.assert_allclose(v2[:, : v1.shape[1]], v1, rtol=1e-5, atol=1e-5)
+    half = x.reshape(2, 48, 2, 48, 2, 3).mean(axis=(2, 4))  # 2x2 box filter
+    ref = keras.applications.MobileNetV2(include_top=False, weights="imagenet", input_shape=(None, None, 3))
+    expected = GlobalPooling("avg_std")(ref(half / 127.5 - 1.0)).numpy()
+    np.testing.assert_allclose(v2[:, -expected.shape[1]:], expected, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="multilevel"):
+        ModelConfig(extra_scales=(2,))
+    with pytest.raises(ValueError, match="extra_scales"):
+        ModelConfig(image_size=96, multilevel=True, extra_scales=(4,))  # 24 px < 32

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from train import config as train_config
 from train.features import FeatureCache
-from train.fit import split_rows, train_head
+from train.fit import ranking_pairs, split_rows, train_head
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "full": ("two streams, channel + spatial attention, multi-level, MAE + PLCC loss", {}),
@@ -28,17 +28,22 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no_spatial": ("without spatial attention", {"model.spatial_attention": False}),
     "no_attention": ("without any attention", {"model.channel_attention": False, "model.spatial_attention": False}),
     "mae_only": ("loss: MAE only (no PLCC term)", {"train.plcc_weight": 0.0}),
-    "single_level": ("without multi-level features (last map only)", {"model.multilevel": False}),
+    "single_level": ("without multi-level features (last map only)",
+                     {"model.multilevel": False, "model.extra_scales": []}),
     "avg_pool": ("average pooling only (no std), single level: closest to the paper",
-                 {"model.pooling": "avg", "model.multilevel": False}),
+                 {"model.pooling": "avg", "model.multilevel": False, "model.extra_scales": []}),
+    "no_synthetic": ("without the synthetic-distortion ranking pairs", {"train.synthetic.sources": 0}),
 }
 
 
 def apply(cfg: dict, changes: dict) -> dict:
     cfg = copy.deepcopy(cfg)
     for key, value in changes.items():
-        section, leaf = key.split(".")
-        cfg[section][leaf] = value
+        *sections, leaf = key.split(".")
+        node = cfg
+        for section in sections:
+            node = node[section]
+        node[leaf] = value
     return cfg
 
 
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             cfg = apply(base, {**changes, "model.image_size": size})
             t0 = time.time()
-            _, best, _ = train_head(cfg, cache, tr, va, verbose=0)
+            _, best, _ = train_head(cfg, cache, tr, va, verbose=0, pairs=ranking_pairs(cfg, cache, tr))
             results[key] = {"what": what + f", {size} px input" * (size != base["model"]["image_size"] or bool(args.rows))
                             + (f" (first {args.rows} rows: {len(tr)} train, {len(va)} val)" if args.rows else ""),
                             **{k: best[k] for k in ("epoch", "val_srocc", "val_plcc", "val_krocc", "val_rmse")},

@@ -56,14 +56,52 @@ class FeatureCache:
         return out
 
 
-class CachedBatches(keras.utils.PyDataset):
-    """Shuffled batches of cached head inputs and scores (optionally random flips)."""
+@dataclass
+class PairFeatures:
+    """Ranking pairs (better, worse) over cached inputs: an index >= 0 is a row of the
+    synthetic copies' arrays, an index < 0 is the untouched source row ``-1 - index`` of
+    the dataset's cache (see ``train.synthetic.pairs``)."""
 
-    def __init__(self, cache: FeatureCache, rows, streams, multilevel, batch_size, shuffle, flip, seed):
+    pairs: np.ndarray  # (P, 2)
+    features: list[np.ndarray]  # per stream, like FeatureCache.features
+    levels: list[np.ndarray]
+    per_batch: int
+
+    def inputs(self, cache: FeatureCache, idx: np.ndarray, streams, multilevel, flip: bool) -> list[np.ndarray]:
+        src = idx < 0
+        rows_src = -1 - idx[src]
+        out = []
+        for i in streams:
+            f = np.empty((len(idx), *self.features[i].shape[1:]), np.float32)
+            if src.any():
+                f[src] = cache.inputs(rows_src, [i], False)[0]
+            if (~src).any():
+                order = np.argsort(idx[~src])
+                f_syn = np.asarray(self.features[i][idx[~src][order]], np.float32)
+                f[np.flatnonzero(~src)[order]] = f_syn
+            out.append(f[:, :, ::-1] if flip else f)
+            if multilevel:
+                lv = np.empty((len(idx), self.levels[i].shape[1]), np.float32)
+                lv[src] = cache.levels[i][rows_src]
+                lv[~src] = self.levels[i][idx[~src]]
+                out.append(lv)
+        return out
+
+
+class CachedBatches(keras.utils.PyDataset):
+    """Shuffled batches of cached head inputs and scores (optionally random flips).
+
+    With ``pairs``, every batch also holds ``pairs.per_batch`` random ranking pairs:
+    inputs ``(x..., better..., worse...)``, targets ``(scores, zeros)``.
+    """
+
+    def __init__(self, cache: FeatureCache, rows, streams, multilevel, batch_size, shuffle, flip, seed,
+                 pairs: PairFeatures | None = None):
         super().__init__()
         self.cache, self.rows = cache, np.asarray(rows)
         self.streams, self.multilevel = streams, multilevel
         self.batch_size, self.shuffle, self.flip = batch_size, shuffle, flip
+        self.pairs = pairs
         self.rng = np.random.default_rng(seed)
         self.order = self.rows.copy()
         self.on_epoch_end()
@@ -75,7 +113,14 @@ class CachedBatches(keras.utils.PyDataset):
         rows = self.order[k * self.batch_size : (k + 1) * self.batch_size]
         flip = bool(self.flip and self.rng.random() < 0.5)
         x = self.cache.inputs(rows, self.streams, self.multilevel, flip=flip)
-        return tuple(x), self.cache.scores[rows]
+        y = self.cache.scores[rows]
+        if self.pairs is None:
+            return tuple(x), y
+        p = self.pairs.pairs[self.rng.choice(len(self.pairs.pairs), self.pairs.per_batch,
+                                                     replace=len(self.pairs.pairs) < self.pairs.per_batch)]
+        better = self.pairs.inputs(self.cache, p[:, 0], self.streams, self.multilevel, flip)
+        worse = self.pairs.inputs(self.cache, p[:, 1], self.streams, self.multilevel, flip)
+        return tuple(x + better + worse), (y, np.zeros(len(p), np.float32))
 
     def on_epoch_end(self):
         if self.shuffle:

@@ -50,17 +50,40 @@ def ensure_cache(cfg: dict, data_dir: str | None, cache_dir: Path):
 
         cache_features.main(["--dataset", cfg["data"]["dataset"], "--data-dir", data_dir, "--out", str(cache_dir),
                              "--image-size", str(m["image_size"]), "--backbones", *m["backbones"],
-                             "--feature-pool", str(m.get("feature_pool", 1))])
+                             "--feature-pool", str(m.get("feature_pool", 1)),
+                             "--extra-scales", *(str(f) for f in m.get("extra_scales", []))])
     cache = FeatureCache.open(cache_dir)
     have = cache.meta["config"]
-    if have["image_size"] != m["image_size"] or not set(m["backbones"]) <= set(have["backbones"]):
-        raise SystemExit(f"cache {cache_dir} holds {have['backbones']} at {have['image_size']} px, "
-                         f"not {m['backbones']} at {m['image_size']} px")
+    scales = list(m.get("extra_scales", [])) if m.get("multilevel") else list(have.get("extra_scales", []))
+    if (have["image_size"] != m["image_size"] or not set(m["backbones"]) <= set(have["backbones"])
+            or list(have.get("extra_scales", [])) != scales):
+        raise SystemExit(f"cache {cache_dir} holds {have['backbones']} at {have['image_size']} px with extra scales "
+                         f"{have.get('extra_scales', [])}, not {m['backbones']} at {m['image_size']} px with "
+                         f"{m.get('extra_scales', [])}")
     return cache
 
 
-def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = None, verbose: int = 1):
-    """Fit attention + head on cached features; returns (head, best val metrics, history)."""
+def ranking_pairs(cfg: dict, cache, rows_train):
+    """The synthetic ranking pairs of ``train.synthetic`` (cached beside the dataset's
+    features, computed on first use), or None when ``train.synthetic.sources`` is 0."""
+    syn = cfg["train"].get("synthetic") or {}
+    if int(syn.get("sources", 0)) <= 0:
+        return None
+    from train import synthetic
+    from train.features import PairFeatures
+
+    copies, feats, levels = synthetic.ensure_cache(cfg, cache, rows_train, Path(cache.root) / "synthetic")
+    print(f"{len(copies)} ranking pairs (source > moderate > strong) over {len(copies)} distorted copies", flush=True)
+    return PairFeatures(synthetic.pairs(copies), feats, levels, int(syn["pairs_per_batch"]))
+
+
+def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = None, verbose: int = 1,
+               pairs=None):
+    """Fit attention + head on cached features; returns (head, best val metrics, history).
+
+    ``pairs`` (a ``train.features.PairFeatures``): also train on ranking pairs with the
+    hinge loss of ``train.synthetic`` (weight ``train.synthetic.weight``).
+    """
     import keras
 
     from afiqa.losses import QualityLoss
@@ -85,12 +108,21 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
     score.bias.assign(np.full(score.bias.shape, float(np.mean(cache.scores[rows_train])), "float32"))
     steps = int(np.ceil(len(rows_train) / t["batch_size"])) * int(t["epochs"])
     lr = keras.optimizers.schedules.CosineDecay(float(t["lr"]), decay_steps=steps, alpha=0.02)
-    head.compile(
-        keras.optimizers.AdamW(lr, weight_decay=float(t["weight_decay"])),
-        loss=QualityLoss(float(t["mae_weight"]), float(t["plcc_weight"])),
-    )
+    optimizer = keras.optimizers.AdamW(lr, weight_decay=float(t["weight_decay"]))
+    loss = QualityLoss(float(t["mae_weight"]), float(t["plcc_weight"]))
+    if pairs is None:
+        trainer = head
+        head.compile(optimizer, loss=loss)
+    else:
+        from train.synthetic import hinge
+
+        sides = [[keras.Input(x.shape[1:]) for x in head.inputs] for _ in range(3)]
+        diff = keras.layers.Subtract(name="rank")([head(sides[1], training=False), head(sides[2], training=False)])
+        trainer = keras.Model(sides[0] + sides[1] + sides[2], [head(sides[0]), diff])
+        syn = t["synthetic"]
+        trainer.compile(optimizer, loss=[loss, hinge(float(syn["margin"]))], loss_weights=[1.0, float(syn["weight"])])
     batches = CachedBatches(cache, rows_train, streams, mcfg.multilevel, int(t["batch_size"]), True,
-                            bool(t.get("flip", False)), int(t["seed"]))
+                            bool(t.get("flip", False)), int(t["seed"]), pairs)
     x_val = cache.inputs(rows_val, streams, mcfg.multilevel)
     y_val = cache.scores[rows_val]
     best, best_weights, history = None, None, []
@@ -98,7 +130,7 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
     writer = None
     for epoch in range(1, int(t["epochs"]) + 1):
         t0 = time.time()
-        h = head.fit(batches, epochs=1, verbose=verbose)
+        h = trainer.fit(batches, epochs=1, verbose=verbose)
         pred = head.predict(x_val, batch_size=256, verbose=0).reshape(-1)
         row = {"epoch": epoch, "loss": float(h.history["loss"][-1]), **{
             f"val_{k}": v for k, v in metrics.evaluate(pred, y_val).items() if k != "n"}, "seconds": round(time.time() - t0, 1)}
@@ -146,11 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(args.cache or f"runs/cache/{cfg['data']['dataset']}_{cfg['model']['image_size']}")
     cache = ensure_cache(cfg, args.data_dir, cache_dir)
-    t_cached = time.time()
     rows_train, rows_val, rows_test = split_rows(cache, float(cfg["data"]["val_fraction"]), int(cfg["data"]["seed"]))
     print(f"{len(rows_train)} train, {len(rows_val)} validation, {len(rows_test)} test (not used for choices)")
 
-    head, best, _ = train_head(cfg, cache, rows_train, rows_val, out / "log.csv")
+    pairs = ranking_pairs(cfg, cache, rows_train)
+    t_cached = time.time()
+
+    head, best, _ = train_head(cfg, cache, rows_train, rows_val, out / "log.csv", pairs=pairs)
     t_trained = time.time()
     model = assemble(cfg, head)
 

@@ -11,39 +11,21 @@ and the mean Spearman correlation between strength and score (-1 = perfect).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 from scipy import stats
 
 from afiqa.inputs import list_images, load_rgb
+from train import distortions
 
 
-def _jpeg(rgb: np.ndarray, q: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=q)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-
-def _noise(rgb: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
-    n = np.random.default_rng(seed).normal(0, sigma, rgb.shape)
-    return np.clip(rgb + n, 0, 255).astype(np.uint8)
-
-
-def _down(rgb: np.ndarray, f: float) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    return cv2.resize(rgb, (max(32, round(w / f)), max(32, round(h / f))), interpolation=cv2.INTER_AREA)
-
-
-LADDERS = {
-    "blur": (lambda im, s: cv2.GaussianBlur(im, (0, 0), s) if s else im, (0, 1, 2, 4, 8)),
-    "noise": (lambda im, s: _noise(im, s) if s else im, (0, 5, 10, 20, 40)),
-    "jpeg": (lambda im, q: _jpeg(im, q) if q < 100 else im, (100, 40, 20, 10, 4)),
-    "downscale": (lambda im, f: _down(im, f) if f > 1 else im, (1, 2, 3, 4, 6)),
+LADDERS = {  # distortion, strengths (the first leaves the photo untouched)
+    "blur": (distortions.blur, (0, 1, 2, 4, 8)),
+    "noise": (distortions.noise, (0, 5, 10, 20, 40)),
+    "jpeg": (distortions.jpeg, (100, 40, 20, 10, 4)),
+    "downscale": (distortions.downscale, (1, 2, 3, 4, 6)),
 }
 
 

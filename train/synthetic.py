@@ -1,0 +1,115 @@
+"""Ranking pairs from synthetic distortions: a distorted photo must score below its source.
+
+BIQ2021 holds few extreme distortions, so a model fitted to its scores alone can rate a
+photo blurred with sigma 8 above the same photo at sigma 4. Here seeded training photos
+(never validation or test ones) get a moderate and a strong copy of each distortion
+(blur, noise, JPEG); their backbone outputs are cached once, like the dataset's, and
+``train.fit`` adds a hinge loss on each pair, ``max(0, margin - (s_better - s_worse))``,
+for (source, moderate) and (moderate, strong). No score is invented for a distorted
+photo: only the order, which holds by construction.
+
+The strengths are drawn at random from ranges that differ from the ladder's fixed steps
+(``train.ladder``), which checks the trained model on other photos.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from afiqa.config import ModelConfig
+from train import distortions
+
+# distortion -> (moderate range, strong range) of its strength
+RANGES = {
+    "blur": ((1.5, 3.0), (5.0, 10.0)),
+    "noise": ((8.0, 16.0), (28.0, 50.0)),
+    "jpeg": ((15.0, 30.0), (3.0, 8.0)),
+}
+
+
+@dataclass(frozen=True)
+class Copy:
+    source: int  # row of the source photo in the dataset's feature cache
+    kind: str
+    rank: int  # 1 moderate, 2 strong
+    strength: float
+
+
+def plan(rows_train: np.ndarray, n_sources: int, seed: int) -> list[Copy]:
+    """Seeded distorted copies: for each of ``n_sources`` training rows, each distortion
+    at a moderate (rank 1) and a strong (rank 2) strength."""
+    rng = np.random.default_rng(seed)
+    sources = np.sort(rng.choice(np.asarray(rows_train), size=min(n_sources, len(rows_train)), replace=False))
+    return [
+        Copy(int(r), kind, rank, round(float(rng.uniform(*RANGES[kind][rank - 1])), 2))
+        for r in sources
+        for kind in RANGES
+        for rank in (1, 2)
+    ]
+
+
+def distort(image: np.ndarray, c: Copy) -> np.ndarray:
+    """A model input (S, S, 3) float32 0..255 distorted as planned (noise seeded per copy)."""
+    rgb = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    if c.kind == "noise":
+        out = distortions.noise(rgb, c.strength, seed=c.source * 2 + c.rank)
+    else:
+        out = distortions.DISTORTIONS[c.kind](rgb, c.strength)
+    return out.astype(np.float32)
+
+
+def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, out: Path):
+    """The synthetic copies' stream outputs (computed once): ``(copies, features, levels)``."""
+    from afiqa.inputs import load_model_input
+    from train.cache_features import write_outputs
+
+    syn = cfg["train"]["synthetic"]
+    copies = plan(rows_train, int(syn["sources"]), int(syn["seed"]))
+    m = cfg["model"]
+    want = {"copies": len(copies), "seed": int(syn["seed"]), "sources": int(syn["sources"]),
+            "backbones": list(cache.meta["config"]["backbones"]), "image_size": m["image_size"],
+            "extra_scales": list(cache.meta["config"].get("extra_scales", [])),
+            "feature_pool": int(cache.meta.get("feature_pool", 1)), "ranges": RANGES}
+    meta_path = out / "meta.json"
+    if not meta_path.exists() or json.loads(meta_path.read_text())["plan"] != json.loads(json.dumps(want)):
+        t0 = time.time()
+        mcfg = ModelConfig(backbones=tuple(want["backbones"]), image_size=m["image_size"], multilevel=True,
+                           extra_scales=tuple(want["extra_scales"]))
+        print(f"caching {len(copies)} distorted copies of {want['sources']} training photos -> {out}", flush=True)
+        write_outputs(mcfg, lambda j: distort(load_model_input(cache.paths[copies[j].source], m["image_size"]),
+                                              copies[j]), len(copies), out, want["feature_pool"])
+        with open(out / "index.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["row", "source", "kind", "rank", "strength"])
+            w.writerows([k, c.source, c.kind, c.rank, c.strength] for k, c in enumerate(copies))
+        meta_path.write_text(json.dumps({"plan": want, "seconds": round(time.time() - t0, 1)}, indent=2))
+    n_streams = len(want["backbones"])
+    feats = [np.load(out / f"s{i}_features.npy", mmap_mode="r") for i in range(n_streams)]
+    levels = [np.load(out / f"s{i}_levels.npy") for i in range(n_streams)]
+    return copies, feats, levels
+
+
+def pairs(copies: list[Copy]) -> np.ndarray:
+    """(P, 2) of (better, worse): a copy index, or -1 - source row for an untouched source."""
+    index = {(c.source, c.kind, c.rank): k for k, c in enumerate(copies)}
+    out = []
+    for (source, kind, rank), k in index.items():
+        better = -1 - source if rank == 1 else index[(source, kind, rank - 1)]
+        out.append((better, k))
+    return np.array(out, np.int64)
+
+
+def hinge(margin: float):
+    """Keras loss on ``s_better - s_worse``: ``mean(max(0, margin - difference))``."""
+    from keras import ops
+
+    def rank_hinge(_, difference):
+        return ops.mean(ops.relu(margin - ops.reshape(difference, (-1,))))
+
+    return rank_hinge
