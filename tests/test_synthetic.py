@@ -87,3 +87,22 @@ def test_pair_features_read_sources_from_the_cache_and_copies_from_their_arrays(
         assert np.array_equal(f[k], want_f.astype(np.float32)) and np.array_equal(lv[k], want_l)
     flipped = pf.inputs(cache, idx, [0], multilevel=True, flip=True)[0]
     assert np.array_equal(flipped, f[:, :, ::-1])
+
+
+def test_ranking_trainer_shares_the_head_and_keeps_pairs_out_of_batchnorm_statistics():
+    import keras
+
+    x_in = keras.Input((4,))
+    bn = keras.layers.BatchNormalization()
+    head = keras.Model(x_in, keras.layers.Dense(1)(keras.layers.Dropout(0.5)(bn(x_in))))
+    trainer = synthetic.ranking_trainer(head)
+    assert len(trainer.trainable_weights) == len(head.trainable_weights)  # shared, not copied
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 1.0, (16, 4)).astype("float32")
+    far = rng.normal(50.0, 1.0, (16, 4)).astype("float32")  # pairs from another distribution
+    trainer.compile("adam", loss=["mae", synthetic.hinge(0.1)])
+    kernel = head.layers[-1].kernel.numpy().copy()
+    trainer.fit([x, far, far * 2], [np.zeros(16), np.zeros(16)], batch_size=16, epochs=1, verbose=0)
+    assert not np.allclose(kernel, head.layers[-1].kernel.numpy())
+    # one update from the dataset batch alone: 0.01 of its mean (the pairs would pull ~50)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.01 * x.mean(axis=0), rtol=1e-3)

@@ -114,11 +114,9 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
         trainer = head
         head.compile(optimizer, loss=loss)
     else:
-        from train.synthetic import hinge
+        from train.synthetic import hinge, ranking_trainer
 
-        sides = [[keras.Input(x.shape[1:]) for x in head.inputs] for _ in range(3)]
-        diff = keras.layers.Subtract(name="rank")([head(sides[1], training=False), head(sides[2], training=False)])
-        trainer = keras.Model(sides[0] + sides[1] + sides[2], [head(sides[0]), diff])
+        trainer = ranking_trainer(head)
         syn = t["synthetic"]
         trainer.compile(optimizer, loss=[loss, hinge(float(syn["margin"]))], loss_weights=[1.0, float(syn["weight"])])
     batches = CachedBatches(cache, rows_train, streams, mcfg.multilevel, int(t["batch_size"]), True,

@@ -113,3 +113,25 @@ def hinge(margin: float):
         return ops.mean(ops.relu(margin - ops.reshape(difference, (-1,))))
 
     return rank_hinge
+
+
+def ranking_trainer(head):
+    """A training model around ``head`` (weights shared): inputs ``(x..., better...,
+    worse...)``, outputs ``(head(x), head(better) - head(worse))``. The pairs go through
+    the head in inference mode: no dropout, and BatchNorm uses the moving statistics,
+    which the dataset's photos alone update, so the distorted copies never shift the
+    normalisation the model is used with."""
+    import keras
+
+    class InferenceMode(keras.layers.Layer):
+        def __init__(self, model, **kwargs):
+            super().__init__(**kwargs)
+            self.model = model
+
+        def call(self, x):
+            return self.model(x, training=False)
+
+    sides = [[keras.Input(x.shape[1:]) for x in head.inputs] for _ in range(3)]
+    ranked = InferenceMode(head, name="ranked_head")
+    diff = keras.layers.Subtract(name="rank")([ranked(sides[1]), ranked(sides[2])])
+    return keras.Model(sides[0] + sides[1] + sides[2], [head(sides[0]), diff])
