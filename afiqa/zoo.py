@@ -105,11 +105,12 @@ register(
             dropout=0.25,
         ),
         weights_file="afiqa-biq2021.weights.h5",
-        sha256="e46c3f3f8d4bda07852f8f2dbd0fbaf44539e4b685432cd9873020d8e260bc2f",
+        sha256="d60fbb5395ab9bdb2c883892a876614704375c2cad31f6d2061cb8cce4550830",
         hub_repo="afiqa/afiqa-biq2021",
         hub_revision="main",
         train_set="BIQ2021 official train split (8,999 images; 1,000 more held out for validation)",
-        test_metrics={"srocc": 0.8773, "plcc": 0.8784, "krocc": 0.6928, "rmse": 0.094, "n": 2000},
-        description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px",
+        test_metrics={"srocc": 0.8700, "plcc": 0.8759, "krocc": 0.6850, "rmse": 0.0948, "n": 2000},
+        description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px, "
+        "trained with synthetic-distortion ranking pairs",
     )
 )

@@ -54,9 +54,9 @@ def ensure_cache(cfg: dict, data_dir: str | None, cache_dir: Path):
                              "--extra-scales", *(str(f) for f in m.get("extra_scales", []))])
     cache = FeatureCache.open(cache_dir)
     have = cache.meta["config"]
-    scales = list(m.get("extra_scales", [])) if m.get("multilevel") else list(have.get("extra_scales", []))
+    scales_differ = list(have.get("extra_scales", [])) != list(m.get("extra_scales", []))
     if (have["image_size"] != m["image_size"] or not set(m["backbones"]) <= set(have["backbones"])
-            or list(have.get("extra_scales", [])) != scales):
+            or (m.get("multilevel") and scales_differ)):  # the level vectors hold the extra views
         raise SystemExit(f"cache {cache_dir} holds {have['backbones']} at {have['image_size']} px with extra scales "
                          f"{have.get('extra_scales', [])}, not {m['backbones']} at {m['image_size']} px with "
                          f"{m.get('extra_scales', [])}")

@@ -8,8 +8,9 @@ photo blurred with sigma 8 above the same photo at sigma 4. Here seeded training
 for (source, moderate) and (moderate, strong). No score is invented for a distorted
 photo: only the order, which holds by construction.
 
-The strengths are drawn at random from ranges that differ from the ladder's fixed steps
-(``train.ladder``), which checks the trained model on other photos.
+The strengths are drawn at random from ranges; the ladders (``train.ladder``) use the
+same kinds of distortion at fixed steps inside those ranges, on photos never used here,
+so they check the trained model on new photos, not on new distortions.
 """
 
 from __future__ import annotations
