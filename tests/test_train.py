@@ -60,6 +60,8 @@ def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path):
     assert card["config"]["image_size"] == 96 and card["config"]["backbone_weights"] is None
     assert (out / "config.yaml").is_file() and (out / "log.csv").read_text().count("\n") == 9
     assert card["training"]["n_train"] == 15 and card["training"]["n_val"] == 5
+    syn = list((tmp_path / "cache").glob("synthetic-*/meta.json"))  # the recipe's ranking pairs were cached
+    assert len(syn) == 1 and json.loads(syn[0].read_text())["copies"] == 15 * 6
 
     report = evaluate.main(["--model", str(out / "afiqa-biq2021.json"), "--dataset", "biq2021",
                             "--data-dir", str(tiny_biq), "--split", "test", "--out", str(tmp_path / "eval")])

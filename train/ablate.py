@@ -18,7 +18,7 @@ from pathlib import Path
 
 from train import config as train_config
 from train.features import FeatureCache
-from train.fit import ranking_pairs, split_rows, train_head
+from train.fit import ranking_pairs, split_rows, train_head, uses_pairs
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "full": ("two streams, channel + spatial attention, multi-level, MAE + PLCC loss", {}),
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             cache.splits = cache.splits.copy()
             cache.splits[args.rows:] = "unused"
         tr, va, _ = split_rows(cache, float(base["data"]["val_fraction"]), int(base["data"]["seed"]))
+        pairs = ranking_pairs(base, cache, tr)  # loaded once; the variants without pairs skip them
         for name in args.only or VARIANTS:
             what, changes = VARIANTS[name]
             key = name if size == base["model"]["image_size"] else f"{name}@{size}"
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             cfg = apply(base, {**changes, "model.image_size": size})
             t0 = time.time()
-            _, best, _ = train_head(cfg, cache, tr, va, verbose=0, pairs=ranking_pairs(cfg, cache, tr))
+            _, best, _ = train_head(cfg, cache, tr, va, verbose=0, pairs=pairs if uses_pairs(cfg) else None)
             results[key] = {"what": what + f", {size} px input" * (size != base["model"]["image_size"] or bool(args.rows))
                             + (f" (first {args.rows} rows: {len(tr)} train, {len(va)} val)" if args.rows else ""),
                             **{k: best[k] for k in ("epoch", "val_srocc", "val_plcc", "val_krocc", "val_rmse")},

@@ -63,17 +63,21 @@ def ensure_cache(cfg: dict, data_dir: str | None, cache_dir: Path):
     return cache
 
 
+def uses_pairs(cfg: dict) -> bool:
+    return int((cfg["train"].get("synthetic") or {}).get("sources", 0)) > 0
+
+
 def ranking_pairs(cfg: dict, cache, rows_train):
     """The synthetic ranking pairs of ``train.synthetic`` (cached beside the dataset's
     features, computed on first use), or None when ``train.synthetic.sources`` is 0."""
-    syn = cfg["train"].get("synthetic") or {}
-    if int(syn.get("sources", 0)) <= 0:
+    if not uses_pairs(cfg):
         return None
+    syn = cfg["train"]["synthetic"]
     from train import synthetic
     from train.features import PairFeatures
 
-    copies, feats, levels = synthetic.ensure_cache(cfg, cache, rows_train, Path(cache.root) / "synthetic")
-    print(f"{len(copies)} ranking pairs (source > moderate > strong) over {len(copies)} distorted copies", flush=True)
+    copies, feats, levels = synthetic.ensure_cache(cfg, cache, rows_train, Path(cache.root))
+    print(f"{len(copies)} ranking pairs (source > moderate > strong), one per distorted copy", flush=True)
     return PairFeatures(synthetic.pairs(copies), feats, levels, int(syn["pairs_per_batch"]))
 
 

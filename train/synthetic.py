@@ -16,9 +16,10 @@ so they check the trained model on new photos, not on new distortions.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ RANGES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Copy:
     source: int  # row of the source photo in the dataset's feature cache
     kind: str
@@ -65,32 +66,34 @@ def distort(image: np.ndarray, c: Copy) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, out: Path):
-    """The synthetic copies' stream outputs (computed once): ``(copies, features, levels)``."""
+def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, root: Path):
+    """The synthetic copies' stream outputs: ``(copies, features, levels)``.
+
+    They are computed once per plan, in ``root/synthetic-<digest of the plan>``, so a
+    different plan (another seed, subset or backbone set) never overwrites another's.
+    """
     from afiqa.inputs import load_model_input
     from train.cache_features import write_outputs
 
     syn = cfg["train"]["synthetic"]
     copies = plan(rows_train, int(syn["sources"]), int(syn["seed"]))
-    m = cfg["model"]
-    want = {"copies": len(copies), "seed": int(syn["seed"]), "sources": int(syn["sources"]),
-            "backbones": list(cache.meta["config"]["backbones"]), "image_size": m["image_size"],
-            "extra_scales": list(cache.meta["config"].get("extra_scales", [])),
-            "feature_pool": int(cache.meta.get("feature_pool", 1)), "ranges": RANGES}
-    meta_path = out / "meta.json"
-    if not meta_path.exists() or json.loads(meta_path.read_text())["plan"] != json.loads(json.dumps(want)):
+    have = cache.meta["config"]
+    mcfg = ModelConfig(backbones=tuple(have["backbones"]), image_size=have["image_size"], multilevel=True,
+                       extra_scales=tuple(have.get("extra_scales", [])))
+    feature_pool = int(cache.meta.get("feature_pool", 1))
+    key = json.dumps([mcfg.to_dict(), feature_pool, [dataclasses.astuple(c) for c in copies]])
+    out = Path(root) / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if not (out / "meta.json").exists():  # written last: a partial cache is redone
         t0 = time.time()
-        mcfg = ModelConfig(backbones=tuple(want["backbones"]), image_size=m["image_size"], multilevel=True,
-                           extra_scales=tuple(want["extra_scales"]))
-        print(f"caching {len(copies)} distorted copies of {want['sources']} training photos -> {out}", flush=True)
-        write_outputs(mcfg, lambda j: distort(load_model_input(cache.paths[copies[j].source], m["image_size"]),
-                                              copies[j]), len(copies), out, want["feature_pool"])
+        print(f"caching {len(copies)} distorted copies of {len({c.source for c in copies})} training photos -> {out}", flush=True)
+        write_outputs(mcfg, lambda j: distort(load_model_input(cache.paths[copies[j].source], mcfg.image_size),
+                                              copies[j]), len(copies), out, feature_pool)
         with open(out / "index.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["row", "source", "kind", "rank", "strength"])
-            w.writerows([k, c.source, c.kind, c.rank, c.strength] for k, c in enumerate(copies))
-        meta_path.write_text(json.dumps({"plan": want, "seconds": round(time.time() - t0, 1)}, indent=2))
-    n_streams = len(want["backbones"])
+            w.writerows([k, *dataclasses.astuple(c)] for k, c in enumerate(copies))
+        (out / "meta.json").write_text(json.dumps({"copies": len(copies), "seconds": round(time.time() - t0, 1)}))
+    n_streams = len(mcfg.backbones)
     feats = [np.load(out / f"s{i}_features.npy", mmap_mode="r") for i in range(n_streams)]
     levels = [np.load(out / f"s{i}_levels.npy") for i in range(n_streams)]
     return copies, feats, levels
