@@ -25,6 +25,11 @@ class BackboneSpec:
     feature_layer: str  # name of the last feature map (the headless output)
     kwargs: tuple[tuple[str, object], ...] = ()
     levels: tuple[str, ...] = ()  # earlier feature maps (strides 4, 8, 16) for multi-level pooling
+    taps: tuple[str, ...] = ()  # every candidate earlier map, first to last (for dense multi-level pooling)
+
+    def level_layers(self, kind: str = "sparse") -> tuple[str, ...]:
+        """The earlier maps that multi-level pooling reads: ``sparse`` or ``dense``."""
+        return self.levels if kind == "sparse" else self.taps
 
     def build(self, weights: str | None):
         """The headless ``keras.Model``: preprocessed pixels of any size -> its feature map.
@@ -52,10 +57,12 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             "mobilenet_v2", "MobileNetV2", "tf", "out_relu", (("alpha", 1.0),),
             ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu"),
+            ("Conv1_relu", *(f"block_{k}_expand_relu" for k in range(1, 17))),
         ),
         BackboneSpec(
             "mobilenet", "MobileNet", "tf", "conv_pw_13_relu", (("alpha", 1.0),),
             ("conv_pw_3_relu", "conv_pw_5_relu", "conv_pw_11_relu"),
+            ("conv1_relu", *(f"conv_pw_{k}_relu" for k in range(1, 13))),
         ),
         BackboneSpec(
             "resnet50", "ResNet50", "caffe", "conv5_block3_out", (),

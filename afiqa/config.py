@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POOLINGS = ("avg", "avg_std", "avg_max")
+LEVEL_TAPS = ("sparse", "dense")
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,10 @@ class ModelConfig:
     channel_attention / spatial_attention: switch each CBAM branch on or off.
     reduction: channel-attention MLP reduction ratio.
     spatial_kernel: side of the spatial-attention convolution.
-    multilevel: also mean/std-pool three earlier feature maps of each backbone (strides
-        4, 8, 16) into the fused vector, so low-level cues (noise, blur) reach the head.
+    multilevel: also mean/std-pool earlier feature maps of each backbone into the fused
+        vector, so low-level cues (noise, blur) reach the head.
+    level_taps: which earlier maps ``multilevel`` pools: ``sparse``, three (strides 4, 8,
+        16: ``BackboneSpec.levels``), or ``dense``, every block (``BackboneSpec.taps``).
     extra_scales: each backbone also reads the image box-downscaled by each of these
         factors (2: a 256-px view of a 512-px input); the mean/std of that view's
         feature maps join the fused vector, so the head sees the photo at two viewing
@@ -49,6 +52,7 @@ class ModelConfig:
     reduction: int = 16
     spatial_kernel: int = 7
     multilevel: bool = False
+    level_taps: str = "sparse"
     extra_scales: tuple[int, ...] = ()
     pooling: str = "avg_std"
     head_units: tuple[int, ...] = (256,)
@@ -65,6 +69,8 @@ class ModelConfig:
             raise ValueError(f"image_size: expected >= 32, got {self.image_size}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: expected one of {POOLINGS}, got {self.pooling!r}")
+        if self.level_taps not in LEVEL_TAPS:
+            raise ValueError(f"level_taps: expected one of {LEVEL_TAPS}, got {self.level_taps!r}")
         if self.feature_pool < 1:
             raise ValueError(f"feature_pool: expected >= 1, got {self.feature_pool}")
         if any(f < 2 or self.image_size // f < 32 for f in self.extra_scales):
@@ -81,8 +87,8 @@ class ModelConfig:
 
         for name in self.backbones:
             spec = get_backbone(name)  # raises with close matches
-            if self.multilevel and not spec.levels:
-                raise ValueError(f"multilevel: backbone {name!r} has no levels registered")
+            if self.multilevel and not spec.level_layers(self.level_taps):
+                raise ValueError(f"multilevel: backbone {name!r} has no levels registered ({self.level_taps})")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

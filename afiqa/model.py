@@ -46,7 +46,7 @@ def build_stream(cfg: ModelConfig, i: int, weights: str | None = None) -> keras.
     if cfg.multilevel:
         taps = keras.Model(
             backbone.inputs,
-            [backbone.output] + [backbone.get_layer(n).output for n in spec.levels],
+            [backbone.output] + [backbone.get_layer(n).output for n in spec.level_layers(cfg.level_taps)],
             name=spec.name,
         )
         fmap, *levels = taps(x, training=False)

@@ -158,3 +158,29 @@ def test_extra_scale_view_runs_the_same_backbone_on_the_box_downscaled_image():
         ModelConfig(extra_scales=(2,))
     with pytest.raises(ValueError, match="extra_scales"):
         ModelConfig(image_size=96, multilevel=True, extra_scales=(4,))  # 24 px < 32
+
+
+def test_dense_level_taps_pool_every_registered_block_in_order():
+    """level_taps="dense": the level vector is the mean/std of each of the backbone's taps."""
+    import keras
+
+    from afiqa.backbones import get_backbone
+    from afiqa.config import ModelConfig
+    from afiqa.layers import GlobalPooling
+    from afiqa.model import build_stream
+
+    x = np.random.default_rng(3).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    for i, name in enumerate(("mobilenet_v2", "mobilenet")):
+        spec = get_backbone(name)
+        assert set(spec.levels) <= set(spec.taps) and len(spec.taps) > len(spec.levels)
+        dense = build_stream(ModelConfig(image_size=96, multilevel=True, level_taps="dense"), i, weights=None)
+        ref = spec.build(weights=None)
+        ref.set_weights(dense.get_layer(name).get_weights())
+        taps = keras.Model(ref.inputs, [ref.get_layer(n).output for n in spec.taps])
+        expected = np.concatenate([GlobalPooling("avg_std")(m).numpy() for m in taps(x / 127.5 - 1.0)], axis=1)
+        _, levels = dense.predict_on_batch(x)
+        np.testing.assert_allclose(levels, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="level_taps"):
+        ModelConfig(level_taps="all")
+    with pytest.raises(ValueError, match="no levels"):
+        ModelConfig(backbones=("xception", "mobilenet"), multilevel=True, level_taps="dense")

@@ -84,3 +84,26 @@ def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path):
     p = Predictor(out / "afiqa-biq2021.json")
     first = sorted((tiny_biq / "Images").glob("*.jpg"))[0]
     assert 0 <= p.score(first).score <= 100
+
+
+def test_one_cache_with_candidate_taps_serves_sparse_and_dense_levels(tiny_biq, tmp_path):
+    """cache_features --taps: FeatureCache.use_level_taps serves dense level vectors equal to
+    those of a cache written with --level-taps dense, and switches back to its own."""
+    from train import cache_features
+    from train.features import FeatureCache
+
+    common = ["--dataset", "biq2021", "--data-dir", str(tiny_biq), "--image-size", "96", "--limit", "6"]
+    cache_features.main([*common, "--out", str(tmp_path / "all"), "--taps"])
+    cache_features.main([*common, "--out", str(tmp_path / "dense"), "--level-taps", "dense"])
+    both, dense = FeatureCache.open(tmp_path / "all"), FeatureCache.open(tmp_path / "dense")
+    sparse = [lv.copy() for lv in both.levels]
+    both.use_level_taps("dense")
+    for i in range(2):
+        assert both.levels[i].shape == dense.levels[i].shape and both.levels[i].shape[1] > sparse[i].shape[1]
+        np.testing.assert_allclose(both.levels[i], dense.levels[i], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(both.features[i], dense.features[i])
+    both.use_level_taps("sparse")
+    for i in range(2):
+        np.testing.assert_array_equal(both.levels[i], sparse[i])
+    with pytest.raises(SystemExit, match="--level-taps sparse"):
+        dense.use_level_taps("sparse")  # no candidate taps stored: rebuild, it says how

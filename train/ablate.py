@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             cache.splits = cache.splits.copy()
             cache.splits[args.rows:] = "unused"
         tr, va, _ = split_rows(cache, float(base["data"]["val_fraction"]), int(base["data"]["seed"]))
-        pairs = ranking_pairs(base, cache, tr)  # loaded once; the variants without pairs skip them
+        pairs = {}  # per kind of level taps, loaded once; the variants without pairs skip them
         for name in args.only or VARIANTS:
             what, changes = VARIANTS[name]
             key = name if size == base["model"]["image_size"] else f"{name}@{size}"
@@ -78,8 +78,12 @@ def main(argv: list[str] | None = None) -> None:
             if key in results:
                 continue
             cfg = apply(base, {**changes, "model.image_size": size})
+            kind = cfg["model"].get("level_taps", "sparse")
+            cache.use_level_taps(kind)
+            if uses_pairs(cfg) and kind not in pairs:
+                pairs[kind] = ranking_pairs(cfg, cache, tr)
             t0 = time.time()
-            _, best, _ = train_head(cfg, cache, tr, va, verbose=0, pairs=pairs if uses_pairs(cfg) else None)
+            _, best, _ = train_head(cfg, cache, tr, va, verbose=0, pairs=pairs.get(kind) if uses_pairs(cfg) else None)
             results[key] = {"what": what + f", {size} px input" * (size != base["model"]["image_size"] or bool(args.rows))
                             + (f" (first {args.rows} rows: {len(tr)} train, {len(va)} val)" if args.rows else ""),
                             **{k: best[k] for k in ("epoch", "val_srocc", "val_plcc", "val_krocc", "val_rmse")},

@@ -8,6 +8,9 @@ recipe fit a 2-core CPU: the backbones (the expensive part) run once per image.
 ``--feature-pool K`` stores the feature maps average-pooled by K (as the model's
 ``feature_pool`` does before its attention), K*K times smaller. ``--extra-scales 2``
 adds the pooled maps of a half-size view to the level vectors (``model.extra_scales``).
+``--level-taps dense`` makes the level vectors pool every block (``model.level_taps``);
+``--taps`` also stores every candidate tap (``s{i}_taps.npy``), so that one cache
+serves models with either kind of levels (``FeatureCache.use_level_taps``).
 
 Writes, for stream i: ``s{i}_features.npy`` (N, h/K, w/K, C) float16 and ``s{i}_levels.npy``
 (N, D) float32, plus ``index.csv`` (row, path, score, split, group) and ``meta.json``.
@@ -25,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from afiqa.config import ModelConfig
+from afiqa.backbones import get_backbone
+from afiqa.config import LEVEL_TAPS, ModelConfig
 from afiqa.inputs import load_model_input
 from afiqa.model import build_stream
 from train.datasets import ADAPTERS
@@ -40,19 +44,53 @@ def pool(maps: np.ndarray, k: int) -> np.ndarray:
     return maps[:, :h, :w].reshape(n, h // k, k, w // k, k, c).mean(axis=(2, 4))
 
 
-def write_outputs(cfg: ModelConfig, load, n: int, out: Path, feature_pool: int, batch_size: int = 16) -> None:
+def tap_dims(backbone: str) -> list[list]:
+    """``[[layer name, channels], ...]`` of the backbone's candidate taps, in cache order."""
+    spec = get_backbone(backbone)
+    model = spec.build(weights=None)
+    return [[n, int(model.get_layer(n).output.shape[-1])] for n in spec.taps]
+
+
+def tap_stream(cfg: ModelConfig, i: int):
+    """Like ``build_stream`` (multi-level, no extra scales), plus a third output: the
+    mean/std of every candidate tap of the backbone (``BackboneSpec.taps``), from which
+    ``FeatureCache`` can serve either kind of level vector."""
+    import keras
+
+    from afiqa.backbones import get_backbone
+    from afiqa.layers import BackbonePreprocess, GlobalPooling
+
+    spec = get_backbone(cfg.backbones[i])
+    backbone = spec.build(weights="imagenet")
+    levels = spec.level_layers(cfg.level_taps)
+    names = [*levels, *spec.taps]
+    taps = keras.Model(backbone.inputs, [backbone.output] + [backbone.get_layer(n).output for n in names])
+    image = keras.Input((cfg.image_size, cfg.image_size, 3))
+    fmap, *maps = taps(BackbonePreprocess(spec.preprocess)(image), training=False)
+    pooled = [GlobalPooling("avg_std")(m) for m in maps]
+    return keras.Model(image, [fmap, keras.layers.Concatenate()(pooled[: len(levels)]),
+                               keras.layers.Concatenate()(pooled[len(levels):])])
+
+
+def write_outputs(cfg: ModelConfig, load, n: int, out: Path, feature_pool: int, batch_size: int = 16,
+                  taps: bool = False) -> None:
     """Run the model's streams on images ``load(0) .. load(n - 1)`` (model inputs) and
-    write ``s{i}_features.npy`` / ``s{i}_levels.npy`` in ``out``."""
-    streams = [build_stream(cfg, i, weights="imagenet") for i in range(len(cfg.backbones))]
+    write ``s{i}_features.npy`` / ``s{i}_levels.npy`` in ``out`` (``taps``: also
+    ``s{i}_taps.npy``, the pooled candidate taps)."""
+    if taps:
+        streams = [tap_stream(cfg, i) for i in range(len(cfg.backbones))]
+    else:
+        streams = [build_stream(cfg, i, weights="imagenet") for i in range(len(cfg.backbones))]
     out.mkdir(parents=True, exist_ok=True)
     arrays = []
     for i, s in enumerate(streams):
-        fshape, lshape = (tuple(t.shape[1:]) for t in s.outputs)
+        fshape, lshape, *tshape = (tuple(t.shape[1:]) for t in s.outputs)
         fshape = (fshape[0] // feature_pool, fshape[1] // feature_pool, fshape[2])
         arrays.append(
             (
                 np.lib.format.open_memmap(out / f"s{i}_features.npy", "w+", np.float16, (n, *fshape)),
                 np.lib.format.open_memmap(out / f"s{i}_levels.npy", "w+", np.float32, (n, *lshape)),
+                *(np.lib.format.open_memmap(out / f"s{i}_taps.npy", "w+", np.float32, (n, *t)) for t in tshape),
             )
         )
 
@@ -67,17 +105,19 @@ def write_outputs(cfg: ModelConfig, load, n: int, out: Path, feature_pool: int, 
     t0 = time.time()
     while (item := batches.get()) is not None:
         start, x = item
-        for s, (feat, lev) in zip(streams, arrays):
-            f, lv = s.predict_on_batch(x)
+        for s, (feat, lev, *tap) in zip(streams, arrays):
+            f, lv, *tp = s.predict_on_batch(x)
             feat[start : start + len(x)] = pool(np.asarray(f, np.float32), feature_pool).astype(np.float16)
             lev[start : start + len(x)] = np.asarray(lv, np.float32)
+            for a, t in zip(tap, tp):
+                a[start : start + len(x)] = np.asarray(t, np.float32)
         done = start + len(x)
         if done % (batch_size * 20) == 0 or done == n:
             el = time.time() - t0
             print(f"{done}/{n}  {el:.0f}s  {el / done:.3f}s/img  eta {el / done * (n - done):.0f}s", flush=True)
-    for feat, lev in arrays:
-        feat.flush()
-        lev.flush()
+    for a in arrays:
+        for m in a:
+            m.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,8 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--image-size", type=int, default=512)
     ap.add_argument("--backbones", nargs="+", default=list(ModelConfig().backbones))
     ap.add_argument("--feature-pool", type=int, default=1)
+    ap.add_argument("--level-taps", choices=LEVEL_TAPS, default="sparse", help="what s{i}_levels.npy holds")
     ap.add_argument("--extra-scales", type=int, nargs="*", default=[],
                     help="also pool each backbone on the image downscaled by these factors (model.extra_scales)")
+    ap.add_argument("--taps", action="store_true",
+                    help="also store the mean/std of every candidate tap of each backbone (s{i}_taps.npy)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--limit", type=int, default=0, help="first N samples only (for trials)")
     args = ap.parse_args(argv)
@@ -98,11 +141,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit:
         samples = samples[: args.limit]
     cfg = ModelConfig(backbones=tuple(args.backbones), image_size=args.image_size, multilevel=True,
-                      extra_scales=tuple(args.extra_scales))
+                      level_taps=args.level_taps, extra_scales=tuple(args.extra_scales))
+    if args.taps and cfg.extra_scales:
+        raise SystemExit("--taps: not with --extra-scales")
     out = Path(args.out)
     t0 = time.time()
     write_outputs(cfg, lambda j: load_model_input(samples[j].path, cfg.image_size), len(samples), out,
-                  args.feature_pool, args.batch_size)
+                  args.feature_pool, args.batch_size, args.taps)
     with open(out / "index.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row", "path", "score", "split", "group"])
@@ -114,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         "data_dir": str(Path(args.data_dir).resolve()),
         "config": cfg.to_dict(),
         "n": len(samples),
+        **({"taps": [tap_dims(b) for b in args.backbones]} if args.taps else {}),
         "seconds": round(time.time() - t0, 1),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))

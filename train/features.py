@@ -23,6 +23,31 @@ class FeatureCache:
     splits: np.ndarray
     groups: np.ndarray
 
+    def use_level_taps(self, kind: str) -> None:
+        """Make ``levels`` the vectors of ``model.level_taps == kind``: the cache's own
+        level vectors when they are of that kind, else the matching columns of its
+        candidate taps (a cache written with ``--taps``)."""
+        from afiqa.backbones import get_backbone
+
+        if not hasattr(self, "_own_levels"):
+            self._own_levels = self.levels
+        if kind == self.meta["config"].get("level_taps", "sparse"):
+            self.levels = self._own_levels
+            return
+        if "taps" not in self.meta:
+            raise SystemExit(f"cache {self.root} holds {self.meta['config'].get('level_taps', 'sparse')} levels, "
+                             f"not {kind}; rebuild it (train.cache_features --level-taps {kind}) or with --taps")
+        levels = []
+        for i, backbone in enumerate(self.meta["config"]["backbones"]):
+            offsets, at = {}, 0
+            for name, channels in self.meta["taps"][i]:  # each tap: mean (channels) then std (channels)
+                offsets[name] = (at, channels)
+                at += 2 * channels
+            cols = np.concatenate([np.arange(offsets[n][0], offsets[n][0] + 2 * offsets[n][1])
+                                   for n in get_backbone(backbone).level_layers(kind)])
+            levels.append(np.ascontiguousarray(np.load(self.root / f"s{i}_taps.npy", mmap_mode="r")[:, cols]))
+        self.levels = levels
+
     @classmethod
     def open(cls, root: str | Path) -> "FeatureCache":
         root = Path(root)

@@ -50,9 +50,11 @@ def ensure_cache(cfg: dict, data_dir: str | None, cache_dir: Path):
 
         cache_features.main(["--dataset", cfg["data"]["dataset"], "--data-dir", data_dir, "--out", str(cache_dir),
                              "--image-size", str(m["image_size"]), "--backbones", *m["backbones"],
+                             "--level-taps", m.get("level_taps", "sparse"),
                              "--feature-pool", str(m.get("feature_pool", 1)),
                              "--extra-scales", *(str(f) for f in m.get("extra_scales", []))])
     cache = FeatureCache.open(cache_dir)
+    cache.use_level_taps(m.get("level_taps", "sparse"))
     have = cache.meta["config"]
     scales_differ = list(have.get("extra_scales", [])) != list(m.get("extra_scales", []))
     if (have["image_size"] != m["image_size"] or not set(m["backbones"]) <= set(have["backbones"])

@@ -79,6 +79,7 @@ def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, root: Path):
     copies = plan(rows_train, int(syn["sources"]), int(syn["seed"]))
     have = cache.meta["config"]
     mcfg = ModelConfig(backbones=tuple(have["backbones"]), image_size=have["image_size"], multilevel=True,
+                       level_taps=cfg["model"].get("level_taps", "sparse"),
                        extra_scales=tuple(have.get("extra_scales", [])))
     feature_pool = int(cache.meta.get("feature_pool", 1))
     key = json.dumps([mcfg.to_dict(), feature_pool, [dataclasses.astuple(c) for c in copies]])
