@@ -184,3 +184,27 @@ def test_import_is_light():
     code = "import sys, afiqa.weights; print(sorted({'huggingface_hub', 'keras', 'tensorflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_saved_weights_are_compressed_deterministic_and_load_to_the_same_values(tmp_path):
+    import numpy as np
+
+    from afiqa.weights import save_weights
+
+    import keras
+
+    def mlp():
+        return keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(1)])
+
+    keras.utils.set_random_seed(0)
+    model = mlp()
+    plain = tmp_path / "plain.weights.h5"
+    model.save_weights(plain)
+    a, b = save_weights(model, tmp_path / "a.weights.h5"), save_weights(model, tmp_path / "b.weights.h5")
+    assert sha256_of(a) == sha256_of(b)  # no timestamps: the same weights, the same file
+    assert a.stat().st_size < plain.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.weights.h5", "b.weights.h5", "plain.weights.h5"]
+    again = mlp()
+    again.load_weights(a)
+    for w, v in zip(model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(w, v)

@@ -206,11 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     if gap > 0.01:
         raise SystemExit("the assembled model disagrees with the trained head; not saving")
 
-    from afiqa.weights import sha256_of
+    from afiqa.weights import save_weights, sha256_of
     from afiqa.zoo import ModelCard
 
     weights = out / f"{name}.weights.h5"
-    model.save_weights(weights)
+    save_weights(model, weights)  # gzip-compressed arrays: the same values in fewer bytes
     train_config.dump(cfg, out / "config.yaml")
     card = ModelCard(
         name=name,
