@@ -100,17 +100,18 @@ register(
             backbone_weights=None,  # the weights file holds the backbones too
             feature_pool=2,
             multilevel=True,
+            level_taps="dense",
             pooling="avg_std",
-            head_units=(128,),
+            head_units=(48,),
             dropout=0.25,
         ),
         weights_file="afiqa-biq2021.weights.h5",
-        sha256="d60fbb5395ab9bdb2c883892a876614704375c2cad31f6d2061cb8cce4550830",
+        sha256="c289309bd98b170e46e5e309fecc64ba5a4c906fc55bf5098884ef110d691913",
         hub_repo="afiqa/afiqa-biq2021",
         hub_revision="main",
         train_set="BIQ2021 official train split (8,999 images; 1,000 more held out for validation)",
-        test_metrics={"srocc": 0.8700, "plcc": 0.8759, "krocc": 0.6850, "rmse": 0.0948, "n": 2000},
-        description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px, "
-        "trained with synthetic-distortion ranking pairs",
+        test_metrics={"srocc": 0.8799, "plcc": 0.8798, "krocc": 0.6941, "rmse": 0.0944, "n": 2000},
+        description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px, dense multi-level "
+        "pooling, trained with synthetic-distortion ranking pairs",
     )
 )
