@@ -57,7 +57,6 @@ def tap_stream(cfg: ModelConfig, i: int):
     ``FeatureCache`` can serve either kind of level vector."""
     import keras
 
-    from afiqa.backbones import get_backbone
     from afiqa.layers import BackbonePreprocess, GlobalPooling
 
     spec = get_backbone(cfg.backbones[i])
