@@ -187,11 +187,10 @@ def test_import_is_light():
 
 
 def test_saved_weights_are_compressed_deterministic_and_load_to_the_same_values(tmp_path):
+    import keras
     import numpy as np
 
     from afiqa.weights import save_weights
-
-    import keras
 
     def mlp():
         return keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(1)])

@@ -61,14 +61,12 @@ def tap_stream(cfg: ModelConfig, i: int):
 
     spec = get_backbone(cfg.backbones[i])
     backbone = spec.build(weights="imagenet")
-    levels = spec.level_layers(cfg.level_taps)
-    names = [*levels, *spec.taps]
-    taps = keras.Model(backbone.inputs, [backbone.output] + [backbone.get_layer(n).output for n in names])
+    taps = keras.Model(backbone.inputs, [backbone.output] + [backbone.get_layer(n).output for n in spec.taps])
     image = keras.Input((cfg.image_size, cfg.image_size, 3))
     fmap, *maps = taps(BackbonePreprocess(spec.preprocess)(image), training=False)
-    pooled = [GlobalPooling("avg_std")(m) for m in maps]
-    return keras.Model(image, [fmap, keras.layers.Concatenate()(pooled[: len(levels)]),
-                               keras.layers.Concatenate()(pooled[len(levels):])])
+    pooled = dict(zip(spec.taps, (GlobalPooling("avg_std")(m) for m in maps)))  # each tap pooled once
+    levels = [pooled[n] for n in spec.level_layers(cfg.level_taps)]  # either kind is a subset of the taps
+    return keras.Model(image, [fmap, keras.layers.Concatenate()(levels), keras.layers.Concatenate()(list(pooled.values()))])
 
 
 def write_outputs(cfg: ModelConfig, load, n: int, out: Path, feature_pool: int, batch_size: int = 16,
@@ -143,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
                       level_taps=args.level_taps, extra_scales=tuple(args.extra_scales))
     if args.taps and cfg.extra_scales:
         raise SystemExit("--taps: not with --extra-scales")
+    if args.taps and (untapped := [b for b in cfg.backbones if not get_backbone(b).taps]):
+        raise SystemExit(f"--taps: no candidate taps registered for {', '.join(untapped)}")
     out = Path(args.out)
     t0 = time.time()
     write_outputs(cfg, lambda j: load_model_input(samples[j].path, cfg.image_size), len(samples), out,

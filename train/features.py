@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -22,6 +22,10 @@ class FeatureCache:
     scores: np.ndarray
     splits: np.ndarray
     groups: np.ndarray
+    own_levels: list[np.ndarray] = field(init=False)  # the level vectors as written (see use_level_taps)
+
+    def __post_init__(self) -> None:
+        self.own_levels = self.levels
 
     def use_level_taps(self, kind: str) -> None:
         """Make ``levels`` the vectors of ``model.level_taps == kind``: the cache's own
@@ -29,10 +33,8 @@ class FeatureCache:
         candidate taps (a cache written with ``--taps``)."""
         from afiqa.backbones import get_backbone
 
-        if not hasattr(self, "_own_levels"):
-            self._own_levels = self.levels
         if kind == self.meta["config"].get("level_taps", "sparse"):
-            self.levels = self._own_levels
+            self.levels = self.own_levels
             return
         if "taps" not in self.meta:
             raise SystemExit(f"cache {self.root} holds {self.meta['config'].get('level_taps', 'sparse')} levels, "
