@@ -37,6 +37,22 @@ def test_plan_is_seeded_uses_only_the_given_rows_and_stays_in_range():
     assert len(synthetic.plan(np.arange(3), 10, seed=0)) == 3 * 6  # never more sources than rows
 
 
+def test_copies_cache_is_keyed_by_what_the_streams_compute_not_by_head_settings(tmp_path):
+    from afiqa.config import ModelConfig
+    from train.synthetic import copies_dir, plan
+
+    copies = plan(np.arange(40), 10, seed=1)
+    base = ModelConfig(multilevel=True, level_taps="dense")
+    at = copies_dir(tmp_path, base, 2, copies)
+    assert at.parent == tmp_path and at.name.startswith("synthetic-")
+    for head_only in (dict(head_units=(32,)), dict(head_members=3), dict(dropout=0.5), dict(spatial_attention=False)):
+        assert copies_dir(tmp_path, base.replace(**head_only), 2, copies) == at
+    for stream_change in (dict(level_taps="sparse"), dict(image_size=384), dict(backbones=("mobilenet_v2",))):
+        assert copies_dir(tmp_path, base.replace(**stream_change), 2, copies) != at
+    assert copies_dir(tmp_path, base, 1, copies) != at
+    assert copies_dir(tmp_path, base, 2, plan(np.arange(40), 10, seed=2)) != at
+
+
 def test_pairs_chain_source_over_moderate_over_strong():
     copies = synthetic.plan(np.arange(5), 2, seed=0)
     p = synthetic.pairs(copies)

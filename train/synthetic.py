@@ -66,6 +66,14 @@ def distort(image: np.ndarray, c: Copy) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def copies_dir(root: Path, mcfg: ModelConfig, feature_pool: int, copies: list[Copy]) -> Path:
+    """``root/synthetic-<digest>``: a digest of what the cached outputs depend on (the
+    copies and the streams' settings), not of head settings, which a cache serves alike."""
+    streams = {k: mcfg.to_dict()[k] for k in ("backbones", "image_size", "level_taps", "extra_scales")}
+    key = json.dumps([streams, feature_pool, [dataclasses.astuple(c) for c in copies]])
+    return Path(root) / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, root: Path):
     """The synthetic copies' stream outputs: ``(copies, features, levels)``.
 
@@ -82,8 +90,7 @@ def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, root: Path):
                        level_taps=cfg["model"].get("level_taps", "sparse"),
                        extra_scales=tuple(have.get("extra_scales", [])))
     feature_pool = int(cache.meta.get("feature_pool", 1))
-    key = json.dumps([mcfg.to_dict(), feature_pool, [dataclasses.astuple(c) for c in copies]])
-    out = Path(root) / f"synthetic-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    out = copies_dir(root, mcfg, feature_pool, copies)
     if not (out / "meta.json").exists():  # written last: a partial cache is redone
         t0 = time.time()
         print(f"caching {len(copies)} distorted copies of {len({c.source for c in copies})} training photos -> {out}", flush=True)
@@ -122,7 +129,8 @@ def hinge(margin: float):
 
 def ranking_trainer(head):
     """A training model around ``head`` (weights shared): inputs ``(x..., better...,
-    worse...)``, outputs ``(head(x), head(better) - head(worse))``. The pairs go through
+    worse...)``, outputs ``(head(x), head(better) - head(worse))`` (per member, when
+    ``head`` outputs each ensemble member's score: ``train.fit.member_view``). The pairs go through
     the head in inference mode: no dropout, and BatchNorm uses the moving statistics,
     which the dataset's photos alone update, so the distorted copies never shift the
     normalisation the model is used with."""
