@@ -27,6 +27,10 @@ class ModelConfig:
         attention (2: the 16x16 map of a 512-px image becomes an 8x8 grid of 64-px
         cells); GradCAM still reads the backbone's own map.
     channel_attention / spatial_attention: switch each CBAM branch on or off.
+    spatial_residual: weight the map by ``1 + a`` instead of ``a`` (``a``: the spatial
+        attention map in [0, 1]), as residual attention does (Wang et al., CVPR 2017):
+        attention can stress positions but never erase them. The map shown by
+        explanations is ``a`` either way.
     reduction: channel-attention MLP reduction ratio.
     spatial_kernel: side of the spatial-attention convolution.
     multilevel: also mean/std-pool earlier feature maps of each backbone into the fused
@@ -40,6 +44,10 @@ class ModelConfig:
     pooling: how each attended feature map becomes a vector: ``avg`` (mean),
         ``avg_std`` (mean and standard deviation) or ``avg_max``.
     head_units: hidden widths of the regression head.
+    head_members: how many regression heads read the fused vector (an ensemble inside
+        the model): each has its own dense layers and dropout, is trained on its own
+        loss, and the score is their mean. The attention blocks are shared, so
+        explanations are unchanged.
     dropout: dropout rate before every dense layer of the head.
     """
 
@@ -49,6 +57,7 @@ class ModelConfig:
     feature_pool: int = 1
     channel_attention: bool = True
     spatial_attention: bool = True
+    spatial_residual: bool = False
     reduction: int = 16
     spatial_kernel: int = 7
     multilevel: bool = False
@@ -56,6 +65,7 @@ class ModelConfig:
     extra_scales: tuple[int, ...] = ()
     pooling: str = "avg_std"
     head_units: tuple[int, ...] = (256,)
+    head_members: int = 1
     dropout: float = 0.25
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -77,6 +87,8 @@ class ModelConfig:
             raise ValueError(f"extra_scales: expected factors >= 2 that leave >= 32 px, got {list(self.extra_scales)}")
         if self.extra_scales and not self.multilevel:
             raise ValueError("extra_scales: needs multilevel: true (the extra views join the multi-level vector)")
+        if self.head_members < 1:
+            raise ValueError(f"head_members: expected >= 1, got {self.head_members}")
         if self.reduction < 1:
             raise ValueError(f"reduction: expected >= 1, got {self.reduction}")
         if self.spatial_kernel < 1 or self.spatial_kernel % 2 == 0:

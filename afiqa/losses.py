@@ -5,6 +5,10 @@ what PLCC/SROCC measure; MAE keeps predictions on the MOS scale. Both are writte
 ``keras.ops`` so the loss runs under any Keras backend. A batch with constant targets
 or predictions (or of one sample) has an undefined correlation: the term is then 1 with
 a finite gradient (the epsilon sits inside the square root), never NaN.
+
+Predictions of shape (B, K) are K ensemble members' scores for the same targets
+(``ModelConfig.head_members``): the loss is the mean of the K members' losses, so each
+member fits the data on its own.
 """
 
 from __future__ import annotations
@@ -19,16 +23,22 @@ def batch_plcc(y_true, y_pred):
     """Pearson correlation of two batches, differentiable, 0 when undefined."""
     t = ops.reshape(ops.cast(y_true, "float32"), (-1,))
     p = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
-    t = t - ops.mean(t)
-    p = p - ops.mean(p)
-    return ops.sum(t * p) / ops.sqrt(ops.sum(t * t) * ops.sum(p * p) + EPS)
+    return _column_plcc(t, ops.expand_dims(p, -1))[0]
+
+
+def _column_plcc(t, p):
+    """(B,) targets, (B, K) predictions -> (K,) correlations."""
+    t = ops.expand_dims(t - ops.mean(t), -1)
+    p = p - ops.mean(p, axis=0, keepdims=True)
+    return ops.sum(t * p, axis=0) / ops.sqrt(ops.sum(t * t, axis=0) * ops.sum(p * p, axis=0) + EPS)
 
 
 def quality_loss(y_true, y_pred, mae_weight: float = 1.0, plcc_weight: float = 1.0):
     t = ops.reshape(ops.cast(y_true, "float32"), (-1,))
-    p = ops.reshape(ops.cast(y_pred, "float32"), (-1,))
-    mae = ops.mean(ops.abs(t - p))
-    return mae_weight * mae + plcc_weight * (1.0 - batch_plcc(t, p))
+    p = ops.cast(y_pred, "float32")
+    p = ops.reshape(p, (ops.shape(t)[0], -1))  # (B, K): one column per member
+    mae = ops.mean(ops.abs(ops.expand_dims(t, -1) - p))
+    return mae_weight * mae + plcc_weight * (1.0 - ops.mean(_column_plcc(t, p)))
 
 
 @keras.saving.register_keras_serializable(package="afiqa")

@@ -6,7 +6,8 @@
       └─ stream_1: preprocess -> backbone B -> feature map B  [-> pooled earlier levels]
                    [downscaled view -> backbone B -> pooled maps, joining the levels]
     head: per stream channel attention -> spatial attention -> pooling; concatenate
-          (fusion) -> normalise -> dense -> score (MOS in [0, 1], higher is better)
+          (fusion) -> normalise -> dense -> score (MOS in [0, 1], higher is better);
+          with ``head_members`` > 1, several dense regressors and the mean of their scores
 
 The streams and the head are nested functional models named ``stream_<i>`` and
 ``head``, so explanations can run them separately: feature maps from the streams,
@@ -79,6 +80,8 @@ def build_head(cfg: ModelConfig, stream_output_shapes: list[list[tuple]], prepoo
             x = ChannelAttention(cfg.reduction, name=f"s{i}_channel_attention")(x)
         if cfg.spatial_attention:
             m = SpatialAttentionMap(cfg.spatial_kernel, name=spatial_map_name(i))(x)
+            if cfg.spatial_residual:  # 1 + a
+                m = keras.layers.Rescaling(1.0, offset=1.0, name=f"s{i}_spatial_residual")(m)
             x = keras.layers.Multiply(name=f"s{i}_spatial_attention")([x, m])
         pooled.append(GlobalPooling(cfg.pooling, name=f"s{i}_pool")(x))
         if cfg.multilevel:
@@ -87,12 +90,28 @@ def build_head(cfg: ModelConfig, stream_output_shapes: list[list[tuple]], prepoo
             pooled.append(lv)
     x = keras.layers.Concatenate(name="fusion")(pooled) if len(pooled) > 1 else pooled[0]
     x = keras.layers.BatchNormalization(name="fusion_norm")(x)
-    for k, units in enumerate(cfg.head_units):
-        x = keras.layers.Dropout(cfg.dropout, name=f"head_dropout_{k}")(x)
-        x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{k}")(x)
-    x = keras.layers.Dropout(cfg.dropout, name="head_dropout_out")(x)
-    score = keras.layers.Dense(1, name=SCORE_LAYER, dtype="float32")(x)
+    members = [_regressor(cfg, x, member_suffix(j, cfg.head_members)) for j in range(cfg.head_members)]
+    score = members[0] if len(members) == 1 else keras.layers.Average(name=SCORE_LAYER, dtype="float32")(members)
     return keras.Model(inputs, score, name=HEAD)
+
+
+def member_suffix(j: int, members: int) -> str:
+    """Layer-name suffix of regression head ``j`` (none for a single head, so one-head
+    weights keep their names)."""
+    return "" if members == 1 else f"_m{j}"
+
+
+def member_score_names(cfg: ModelConfig) -> list[str]:
+    """The head's layers that output each member's score, in member order."""
+    return [SCORE_LAYER + member_suffix(j, cfg.head_members) for j in range(cfg.head_members)]
+
+
+def _regressor(cfg: ModelConfig, x, suffix: str):
+    for k, units in enumerate(cfg.head_units):
+        x = keras.layers.Dropout(cfg.dropout, name=f"head_dropout_{k}{suffix}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{k}{suffix}")(x)
+    x = keras.layers.Dropout(cfg.dropout, name=f"head_dropout_out{suffix}")(x)
+    return keras.layers.Dense(1, name=SCORE_LAYER + suffix, dtype="float32")(x)
 
 
 def build_model(cfg: ModelConfig, backbone_weights: str | None | type(...) = ...) -> keras.Model:

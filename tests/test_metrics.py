@@ -67,6 +67,17 @@ def test_quality_loss_by_hand_and_finite_on_degenerate_batches():
         assert v == pytest.approx(np.mean(np.abs(tt - pp)) + 1.0, rel=1e-4)  # PLCC term undefined -> 1
 
 
+def test_quality_loss_of_several_members_is_the_mean_of_their_losses():
+    from afiqa.losses import quality_loss
+
+    rng = np.random.default_rng(3)
+    t = rng.uniform(0, 1, 16).astype("float32")
+    p = rng.uniform(0, 1, (16, 3)).astype("float32")
+    each = [float(quality_loss(t, p[:, k], 1.0, 0.5)) for k in range(3)]
+    assert float(quality_loss(t, p, 1.0, 0.5)) == pytest.approx(np.mean(each), rel=1e-5)
+    assert float(quality_loss(t, p[:, :1], 1.0, 0.5)) == pytest.approx(each[0], rel=1e-6)  # (B, 1) == (B,)
+
+
 def test_quality_loss_gradient_is_finite_on_a_constant_batch():
     import keras
     import tensorflow as tf

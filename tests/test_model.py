@@ -60,6 +60,22 @@ def test_attention_is_applied_to_the_spatial_map_before_pooling(tiny_config):
     assert not any("attention" in n or "spatial_map" in n for n in names)
 
 
+def test_residual_spatial_attention_weights_positions_by_one_plus_the_map(tiny_config):
+    import keras
+
+    from afiqa.model import build_head, spatial_map_name
+
+    cfg = tiny_config.replace(backbone_weights=None, channel_attention=False, spatial_residual=True)
+    shapes = [[(None, 3, 3, 8)], [(None, 3, 3, 4)]]
+    head = build_head(cfg, shapes)
+    x = [np.random.default_rng(2).normal(size=(2, 3, 3, c)).astype("float32") for c in (8, 4)]
+    probe = keras.Model(head.inputs, [head.get_layer(spatial_map_name(0)).output,
+                                      head.get_layer("s0_spatial_attention").output])
+    a, weighted = probe.predict_on_batch(x)
+    assert a.min() >= 0 and a.max() <= 1  # the map explanations show is still the [0, 1] one
+    np.testing.assert_allclose(weighted, x[0] * (1.0 + a), rtol=1e-5, atol=1e-6)
+
+
 def test_spatial_attention_map_is_a_sigmoid_map_that_depends_on_position():
     from afiqa.attention import SpatialAttentionMap
 
@@ -184,3 +200,34 @@ def test_dense_level_taps_pool_every_registered_block_in_order():
         ModelConfig(level_taps="all")
     with pytest.raises(ValueError, match="no levels"):
         ModelConfig(backbones=("xception", "mobilenet"), multilevel=True, level_taps="dense")
+
+
+def test_head_members_average_their_own_regressors_and_one_member_keeps_the_old_names(tiny_config):
+    from afiqa.model import SCORE_LAYER, build_head, build_model, member_score_names
+    from train.fit import member_view
+
+    cfg = tiny_config.replace(backbone_weights=None, multilevel=True, head_members=3)
+    shapes = [[(None, 3, 3, 1280), (None, 8)], [(None, 3, 3, 1024), (None, 6)]]
+    head = build_head(cfg, shapes)
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(4, *s[1:])).astype("float32") for pair in shapes for s in pair]
+    members = member_view(head, cfg).predict_on_batch(x)
+    assert members.shape == (4, 3) and np.ptp(members, axis=1).min() > 0  # three different regressors
+    np.testing.assert_allclose(head.predict_on_batch(x).reshape(-1), members.mean(axis=1), rtol=1e-5, atol=1e-6)
+    assert member_score_names(cfg) == ["score_m0", "score_m1", "score_m2"]
+
+    from afiqa.losses import QualityLoss
+    from train.synthetic import hinge, ranking_trainer
+
+    trainer = ranking_trainer(member_view(head, cfg))  # as train.fit trains them, with ranking pairs
+    trainer.compile("adam", loss=[QualityLoss(1.0, 0.5), hinge(0.03)])
+    before = [head.get_layer(n).kernel.numpy().copy() for n in member_score_names(cfg)]
+    y = rng.uniform(0, 1, 4).astype("float32")
+    trainer.fit(x + x + x, [y, np.zeros(4)], batch_size=4, epochs=1, verbose=0)
+    assert all(not np.allclose(b, head.get_layer(n).kernel.numpy()) for b, n in zip(before, member_score_names(cfg)))
+
+    one = build_model(tiny_config.replace(backbone_weights=None, multilevel=True))  # the shipped weights' layout
+    names = {layer.name for layer in one.get_layer("head").layers}
+    assert SCORE_LAYER in names and "head_dense_0" in names and not any(n.endswith("_m0") for n in names)
+    with pytest.raises(ValueError, match="head_members"):
+        tiny_config.replace(head_members=0)

@@ -93,7 +93,7 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
     import keras
 
     from afiqa.losses import QualityLoss
-    from afiqa.model import SCORE_LAYER, build_head
+    from afiqa.model import build_head, member_score_names
     from train.features import CachedBatches
 
     mcfg = ModelConfig.from_dict(cfg["model"])
@@ -110,19 +110,21 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
     if cached_pool not in (1, mcfg.feature_pool):
         raise SystemExit(f"the cache is pooled by {cached_pool}, the model by {mcfg.feature_pool}")
     head = build_head(mcfg, shapes, prepooled=cached_pool > 1)
-    score = head.get_layer(SCORE_LAYER)
-    score.bias.assign(np.full(score.bias.shape, float(np.mean(cache.scores[rows_train])), "float32"))
+    for name in member_score_names(mcfg):
+        score = head.get_layer(name)
+        score.bias.assign(np.full(score.bias.shape, float(np.mean(cache.scores[rows_train])), "float32"))
+    members = member_view(head, mcfg)  # the loss trains each member of the ensemble on its own
     steps = int(np.ceil(len(rows_train) / t["batch_size"])) * int(t["epochs"])
     lr = keras.optimizers.schedules.CosineDecay(float(t["lr"]), decay_steps=steps, alpha=0.02)
     optimizer = keras.optimizers.AdamW(lr, weight_decay=float(t["weight_decay"]))
     loss = QualityLoss(float(t["mae_weight"]), float(t["plcc_weight"]))
     if pairs is None:
-        trainer = head
-        head.compile(optimizer, loss=loss)
+        trainer = members
+        trainer.compile(optimizer, loss=loss)
     else:
         from train.synthetic import hinge, ranking_trainer
 
-        trainer = ranking_trainer(head)
+        trainer = ranking_trainer(members)
         syn = t["synthetic"]
         trainer.compile(optimizer, loss=[loss, hinge(float(syn["margin"]))], loss_weights=[1.0, float(syn["weight"])])
     batches = CachedBatches(cache, rows_train, streams, mcfg.multilevel, int(t["batch_size"]), True,
@@ -155,6 +157,18 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
         log.close()
     head.set_weights(best_weights)
     return head, best, history
+
+
+def member_view(head, mcfg: ModelConfig):
+    """The head with every member's score as an output, (B, K) (the head itself for one)."""
+    import keras
+
+    from afiqa.model import member_score_names
+
+    if mcfg.head_members == 1:
+        return head
+    scores = [head.get_layer(n).output for n in member_score_names(mcfg)]
+    return keras.Model(head.inputs, keras.layers.Concatenate(name="member_scores")(scores))
 
 
 def assemble(cfg: dict, head):
