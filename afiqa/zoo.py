@@ -99,6 +99,7 @@ register(
             image_size=512,
             backbone_weights=None,  # the weights file holds the backbones too
             feature_pool=2,
+            spatial_residual=True,
             multilevel=True,
             level_taps="dense",
             pooling="avg_std",
@@ -106,12 +107,12 @@ register(
             dropout=0.25,
         ),
         weights_file="afiqa-biq2021.weights.h5",
-        sha256="c289309bd98b170e46e5e309fecc64ba5a4c906fc55bf5098884ef110d691913",
+        sha256="62e035a9b252a98b4de6e30d293575cadbac5513a70ad7ec01df93122e88e9fd",
         hub_repo="afiqa/afiqa-biq2021",
         hub_revision="main",
         train_set="BIQ2021 official train split (8,999 images; 1,000 more held out for validation)",
-        test_metrics={"srocc": 0.8799, "plcc": 0.8798, "krocc": 0.6941, "rmse": 0.0944, "n": 2000},
-        description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px, dense multi-level "
-        "pooling, trained with synthetic-distortion ranking pairs",
+        test_metrics={"srocc": 0.8869, "plcc": 0.8855, "krocc": 0.7034, "rmse": 0.0917, "n": 2000},
+        description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px, residual spatial "
+        "attention, dense multi-level pooling, trained with synthetic-distortion ranking pairs",
     )
 )

@@ -4,7 +4,8 @@
 
 For each of ``--n`` photos (sorted, from DIR) and each distortion, the photo is scored at
 five strengths (0 = untouched). Reported per distortion: the share of photos whose
-scores fall strictly at every step, the share that fall overall (strongest < untouched),
+scores fall strictly at every step, the share whose scores never rise (ties allowed: a
+score can sit at the floor of the scale), the share that fall overall (strongest < untouched),
 and the mean Spearman correlation between strength and score (-1 = perfect).
 """
 
@@ -42,6 +43,7 @@ def run(predictor, images: list[Path]) -> dict:
             "levels": list(levels),
             "mean_scores": [round(float(v), 2) for v in scores.mean(axis=0)],
             "strictly_falling": float(np.mean(np.all(np.diff(scores, axis=1) < 0, axis=1))),
+            "never_rises": float(np.mean(np.all(np.diff(scores, axis=1) <= 0, axis=1))),  # ties allowed
             "falls_overall": float(np.mean(scores[:, -1] < scores[:, 0])),
             "mean_spearman": float(np.nanmean(rho)),
         }
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = run(Predictor(args.model), images)
     for name, r in report.items():
         print(f"{name:10s} levels {r['levels']}: mean scores {r['mean_scores']}; strictly falling "
-              f"{r['strictly_falling']:.0%}, falls overall {r['falls_overall']:.0%}, Spearman {r['mean_spearman']:.3f}")
+              f"{r['strictly_falling']:.0%}, never rises {r['never_rises']:.0%}, falls overall {r['falls_overall']:.0%}, Spearman {r['mean_spearman']:.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return report
