@@ -106,6 +106,15 @@ def member_score_names(cfg: ModelConfig) -> list[str]:
     return [SCORE_LAYER + member_suffix(j, cfg.head_members) for j in range(cfg.head_members)]
 
 
+def member_view(head: keras.Model, cfg: ModelConfig) -> keras.Model:
+    """The head with every member's score as an output, (B, K), sharing its weights (the
+    head itself for one member): what training fits, one loss per member."""
+    if cfg.head_members == 1:
+        return head
+    scores = [head.get_layer(n).output for n in member_score_names(cfg)]
+    return keras.Model(head.inputs, keras.layers.Concatenate(name="member_scores")(scores))
+
+
 def _regressor(cfg: ModelConfig, x, suffix: str):
     for k, units in enumerate(cfg.head_units):
         x = keras.layers.Dropout(cfg.dropout, name=f"head_dropout_{k}{suffix}")(x)

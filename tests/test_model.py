@@ -203,8 +203,7 @@ def test_dense_level_taps_pool_every_registered_block_in_order():
 
 
 def test_head_members_average_their_own_regressors_and_one_member_keeps_the_old_names(tiny_config):
-    from afiqa.model import SCORE_LAYER, build_head, build_model, member_score_names
-    from train.fit import member_view
+    from afiqa.model import SCORE_LAYER, build_head, build_model, member_score_names, member_view
 
     cfg = tiny_config.replace(backbone_weights=None, multilevel=True, head_members=3)
     shapes = [[(None, 3, 3, 1280), (None, 8)], [(None, 3, 3, 1024), (None, 6)]]

@@ -93,7 +93,7 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
     import keras
 
     from afiqa.losses import QualityLoss
-    from afiqa.model import build_head, member_score_names
+    from afiqa.model import build_head, member_score_names, member_view
     from train.features import CachedBatches
 
     mcfg = ModelConfig.from_dict(cfg["model"])
@@ -157,18 +157,6 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
         log.close()
     head.set_weights(best_weights)
     return head, best, history
-
-
-def member_view(head, mcfg: ModelConfig):
-    """The head with every member's score as an output, (B, K) (the head itself for one)."""
-    import keras
-
-    from afiqa.model import member_score_names
-
-    if mcfg.head_members == 1:
-        return head
-    scores = [head.get_layer(n).output for n in member_score_names(mcfg)]
-    return keras.Model(head.inputs, keras.layers.Concatenate(name="member_scores")(scores))
 
 
 def assemble(cfg: dict, head):

@@ -130,7 +130,7 @@ def hinge(margin: float):
 def ranking_trainer(head):
     """A training model around ``head`` (weights shared): inputs ``(x..., better...,
     worse...)``, outputs ``(head(x), head(better) - head(worse))`` (per member, when
-    ``head`` outputs each ensemble member's score: ``train.fit.member_view``). The pairs go through
+    ``head`` outputs each ensemble member's score: ``afiqa.model.member_view``). The pairs go through
     the head in inference mode: no dropout, and BatchNorm uses the moving statistics,
     which the dataset's photos alone update, so the distorted copies never shift the
     normalisation the model is used with."""
