@@ -7,9 +7,11 @@ the app:
    CMYK (Adobe's inverted CMYK included) and 16-bit images are converted (16-bit values
    map 0..65535 onto 0..255); transparency (an alpha channel, or a palette or colour-key
    ``tRNS`` entry) is composited over white; of an animated or multi-page image (GIF,
-   APNG, WebP, TIFF) the first frame is scored. Files are read as JPEG (and MPO), PNG,
-   GIF, BMP, TIFF, WebP, AVIF or PPM/PGM only; other formats are refused rather than
-   handed to a rarely used decoder.
+   APNG, WebP, TIFF, HEIF) the first frame is scored. Files are read as JPEG (and MPO),
+   PNG, GIF, BMP, TIFF, WebP, AVIF, HEIC/HEIF (through ``pillow-heif``, registered when
+   first needed) or PPM/PGM only; other formats are refused rather than handed to a
+   rarely used decoder. Only regular files are read: a FIFO, a device or a folder is
+   refused from its ``stat``, without being opened.
 2. Refuse what cannot be judged, with one sentence that names the file: anything that
    does not decode completely (a truncated file is an error, never a half-grey image), a
    shorter side under ``MIN_SIDE`` pixels, or more than ``MAX_PIXELS`` pixels that
@@ -36,6 +38,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Union
@@ -49,12 +52,13 @@ from afiqa.errors import ImageError
 MIN_SIDE = 32
 MAX_PIXELS = 64_000_000
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif", ".ppm", ".pgm"}
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".avif", ".heic", ".heif", ".ppm",
+     ".pgm"}
 )
 # Pillow format names tried when opening a file or bytes, in this order (MPO: multi-picture
 # JPEGs from cameras, which Pillow opens as MPO).
-FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "PPM")
-_FORMATS_TEXT = "JPEG, PNG, GIF, BMP, TIFF, WebP, AVIF or PPM"
+FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "TIFF", "WEBP", "AVIF", "HEIF", "PPM")
+_FORMATS_TEXT = "JPEG, PNG, GIF, BMP, TIFF, WebP, AVIF, HEIC/HEIF or PPM"
 _ORIENTATION = 0x0112  # EXIF tag
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -83,14 +87,8 @@ def load_rgb(source: ImageSource, min_size: int = 0) -> np.ndarray:
                 raise ImageError(f"{name}: there are no bytes (empty)")
             rgb = _open_and_convert(io.BytesIO(source), name, min_size)
         elif isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            if not path.exists():
-                raise ImageError(f"{name}: no such file")
-            if not path.is_file():
-                raise ImageError(f"{name}: not a file")
-            if path.stat().st_size == 0:
-                raise ImageError(f"{name}: the file is empty")
-            rgb = _open_and_convert(path, name, min_size)
+            with _open_regular(source, name) as fh:
+                rgb = _open_and_convert(fh, name, min_size)
         else:
             raise ImageError(
                 f"cannot read an image from a {type(source).__name__}; "
@@ -128,30 +126,43 @@ def list_images(paths: list[str | os.PathLike]) -> list[Path]:
     """Expand directories (recursively, sorted) into the image files inside them.
 
     Files named explicitly are kept whatever their extension, so that a bad file given
-    by name is reported rather than silently skipped. Inside directories, hidden files
-    and folders (a leading ".", e.g. macOS ``._IMG_1.jpg`` resource forks) are skipped.
+    by name is reported rather than silently skipped. Inside directories, every entry
+    named like an image is kept whatever it is (a FIFO, a device, a link to one, a
+    folder named ``y.jpg``), and so is a subfolder that cannot be listed, so that
+    ``load_rgb`` reports each instead of leaving it out. Hidden files and folders (a
+    leading ".", e.g. macOS ``._IMG_1.jpg`` resource forks) are skipped; links to
+    folders are not followed.
     """
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.suffix.lower() in IMAGE_EXTENSIONS
-                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                    and f.is_file()
-                )
-            )
-        else:
-            out.append(p)
+        out.extend(_walk(p) if p.is_dir() else [p])
     return out
+
+
+def _walk(root: Path) -> list[Path]:
+    found: list[Path] = []
+
+    def unreadable(err: OSError) -> None:  # a folder os.walk could not list: it gets a row
+        found.append(Path(err.filename) if err.filename else root)
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for entry in (*dirs, *files):
+            if not entry.startswith(".") and Path(entry).suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(Path(folder, entry))
+    return sorted(found)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other non-printing characters escaped (``\\n``,
+    ``\\x1b``, ``\\u202e``): safe to print on a terminal, always one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 # -- decoding ----------------------------------------------------------------------------
 def _name_of(source) -> str:
     if isinstance(source, (str, os.PathLike)):  # control characters escaped: messages stay one line
-        return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in os.fsdecode(source))
+        return printable(os.fsdecode(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "image bytes"
     if isinstance(source, Image.Image):
@@ -159,6 +170,52 @@ def _name_of(source) -> str:
     if isinstance(source, np.ndarray):
         return "array"
     return type(source).__name__
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _open_regular(path, name: str):
+    """The file at ``path`` opened for reading, if it is a regular, non-empty file.
+
+    Anything else is refused from its ``stat`` (links followed), before any open: a FIFO
+    would block and a device never ends. The open itself does not block either, and the
+    opened file is checked again, in case the path changed in between.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file" if not os.path.islink(path) else f"{name}: a broken link") from None
+    _check_regular(st, path, name)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        _check_regular(os.fstat(fd), path, name)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _check_regular(st: os.stat_result, path, name: str) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            with os.scandir(path):
+                pass
+        except OSError as e:
+            raise ImageError(
+                f"{name}: a folder that could not be read ({e.strerror or type(e).__name__}); the images in it "
+                "were not scored"
+            ) from None
+        raise ImageError(f"{name}: a folder, not an image file")
+    for test, kind in _KINDS:
+        if test(st.st_mode):
+            raise ImageError(f"{name}: {kind}, not an image file; not read")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{name}: not a regular file")
+    if st.st_size == 0:
+        raise ImageError(f"{name}: the file is empty")
 
 
 def _check_sides(name: str, w: int, h: int) -> None:
@@ -200,10 +257,18 @@ _OPENABLE: tuple[str, ...] | None = None
 
 
 def _formats() -> tuple[str, ...]:
-    """``FORMATS`` that this Pillow build can open (AVIF needs a recent Pillow)."""
+    """``FORMATS`` that this Pillow build can open (AVIF needs a recent Pillow; HEIF
+    needs ``pillow-heif``, whose opener is registered here, on first use)."""
     global _OPENABLE
     if _OPENABLE is None:
         Image.init()
+        if "HEIF" not in Image.OPEN:
+            try:
+                from pillow_heif import register_heif_opener
+            except ImportError:  # HEIC/HEIF files are then refused as formats afiqa cannot read
+                pass
+            else:
+                register_heif_opener()
         _OPENABLE = tuple(f for f in FORMATS if f in Image.OPEN)
     return _OPENABLE
 

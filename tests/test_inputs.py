@@ -89,7 +89,7 @@ def test_files_that_are_not_images_are_refused_by_name(tmp_path, name, content, 
 
 def test_missing_paths_directories_and_empty_bytes(tmp_path):
     refused(tmp_path / "missing.jpg", "missing.jpg", "no such file")
-    refused(tmp_path, str(tmp_path), "not a file")
+    refused(tmp_path, str(tmp_path), "a folder, not an image file")
     refused(b"", "image bytes", "empty")
     refused(12345, "int")
 
@@ -456,3 +456,79 @@ def test_every_refusal_is_one_line_naming_the_source(tmp_path):
     assert refused(b"junk").startswith("image bytes: ")
     assert refused(Image.new("RGB", (4, 4))).startswith("PIL image: ")
     assert refused(np.zeros((4, 4, 3), np.uint8)).startswith("array: ")
+
+
+# -- things in a folder that are not regular files ---------------------------------------------
+def refused_without_blocking(path, *needles) -> str:
+    """``refused`` in a thread: opening a FIFO for reading would block, so a hang fails."""
+    import threading
+
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("msg", refused(path, *needles)), daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # it opened the FIFO: let it go, then fail
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"load_rgb opened {path} and blocked")
+    assert "msg" in out, "the refusal failed (see the thread's exception above)"
+    return out["msg"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs and /dev/zero are POSIX")
+def test_fifos_devices_folders_and_unreadable_folders_get_a_row_with_a_reason(tmp_path, rgb, monkeypatch):
+    save(rgb, tmp_path / "a.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "y.jpg").mkdir()
+    save(rgb, tmp_path / "y.jpg" / "inner.jpg")
+    (tmp_path / "locked").mkdir()
+    save(rgb, tmp_path / "locked" / "hidden_from_us.jpg")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    locked = str(tmp_path / "locked")
+    (tmp_path / "locked").chmod(0)
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as root, mode 000 does not stop a listing: refuse it as it would for a user
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        files = list_images([tmp_path])
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    names = [f.relative_to(tmp_path).as_posix() for f in files]
+    assert names == ["a.jpg", "dangling.jpg", "locked", "pipe.jpg", "y.jpg", "y.jpg/inner.jpg", "zero.png"]
+    assert load_rgb(tmp_path / "a.jpg").shape == rgb.shape
+    start = time.monotonic()
+    refused_without_blocking(tmp_path / "pipe.jpg", "pipe.jpg", "named pipe (FIFO)", "not read")
+    refused_without_blocking(tmp_path / "zero.png", "zero.png", "a device", "not read")
+    refused(tmp_path / "y.jpg", "y.jpg: a folder, not an image file")
+    refused(tmp_path / "dangling.jpg", "a broken link")
+    refused(tmp_path / "locked", "locked: a folder that could not be read (Permission denied)", "not scored")
+    assert time.monotonic() - start < 5
+
+
+# -- HEIC/HEIF (the iPhone's default) through pillow-heif ------------------------------------------
+def test_heic_files_and_bytes_decode_like_the_photo(tmp_path, rgb):
+    import pillow_heif
+
+    heif = pillow_heif.from_pillow(Image.fromarray(rgb))
+    heif.save(tmp_path / "IMG_0001.HEIC", quality=95)
+    heif.save(tmp_path / "b.heif", quality=95)
+    assert list_images([tmp_path]) == [tmp_path / "IMG_0001.HEIC", tmp_path / "b.heif"]
+    for source in (tmp_path / "IMG_0001.HEIC", (tmp_path / "b.heif").read_bytes()):
+        out = load_rgb(source)
+        assert out.shape == rgb.shape and out.dtype == np.uint8
+        error = np.abs(out.astype(int) - rgb).mean()  # lossy (and 4:2:0), but the same picture, upright:
+        assert error < 10 and error < np.abs(out[::-1].astype(int) - rgb).mean() / 3
+    (tmp_path / "cut.heic").write_bytes((tmp_path / "b.heif").read_bytes()[:300])
+    refused(tmp_path / "cut.heic", "cut.heic")
+
+
+def test_heic_support_is_registered_lazily():
+    code = "import sys, afiqa.inputs; print('pillow_heif' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert out.strip() == "False"
