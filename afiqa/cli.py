@@ -4,20 +4,24 @@
     afiqa info
 
 Exit codes: 0 every file was scored; 1 some file could not be scored (each is reported,
-the others are scored); 2 usage or set-up error (bad arguments, unknown model, weights
-not found), nothing was scored.
+the others are scored); 2 usage, set-up or output error (bad arguments, unknown model,
+weights not found, an output path that cannot or must not be written), in one line.
+
+The CSV is written beside FILE under a temporary name and renamed into place (after
+Ctrl-C too, with the rows so far); FILE is never a photo: an image name or an existing
+file that is not a CSV is refused before the model loads. Cells that a spreadsheet
+would run as a formula (starting with = + - @) are neutralised: see afiqa.csvout.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
 
 from afiqa import __version__
-from afiqa.csvout import CSV_COLUMNS
+from afiqa.csvout import CSV_COLUMNS, OutputError
 from afiqa.errors import AfiqaError
 
 
@@ -30,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AfiqaError as e:
-        print(f"afiqa: {e}", file=sys.stderr)
+        print(f"afiqa: {_printable(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("afiqa: interrupted", file=sys.stderr)
@@ -69,28 +73,32 @@ def positive_int(text: str) -> int:
 
 
 def _score(args) -> int:
+    from afiqa.csvout import ScoreCsv
     from afiqa.inputs import list_images
     from afiqa.predictor import Predictor
 
     files = list_images(args.paths)
     if not files:
-        print("afiqa: no image files found in " + ", ".join(args.paths), file=sys.stderr)
+        print("afiqa: no image files found in " + _printable(", ".join(args.paths)), file=sys.stderr)
         return 2
-    predictor = Predictor(args.model, weights=args.weights, batch_size=args.batch_size)
     heat_dir = Path(args.heatmaps) if args.heatmaps else None
-    if heat_dir:
-        heat_dir.mkdir(parents=True, exist_ok=True)
+    _check_outputs(args.csv, heat_dir, files)  # before the model loads: a mistake costs no wait
+    out = ScoreCsv(args.csv, extra=("heatmap",)) if args.csv else None  # also proves the folder is writable
+    try:
+        if heat_dir:
+            _make_dir(heat_dir)
+        predictor = Predictor(args.model, weights=args.weights, batch_size=args.batch_size)
+    except BaseException:
+        if out:
+            out.discard()
+        raise
     bar = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(files), unit="img", file=sys.stderr)
-    # surrogateescape: a file name that is not UTF-8 is written back as the bytes it has on disk
-    out = open(args.csv, "w", newline="", encoding="utf-8", errors="surrogateescape") if args.csv else None
-    writer = csv.writer(out) if out else None
-    if writer:
-        writer.writerow([*CSV_COLUMNS, "heatmap"])
-    failed, used_names = 0, set()
+    # heat-map names never take the name of a photo being scored (--heatmaps pointing at the photos)
+    failed, used_names = 0, {f.name for f in files if heat_dir and f.parent == heat_dir}
     show = not args.quiet
     if show:
         print(f"{'score':>7}  {'label':<9}  path", flush=True)
@@ -98,25 +106,98 @@ def _score(args) -> int:
         for path, r in zip(files, predictor.iter_scores(files, heatmaps=heat_dir is not None)):
             heat = ""
             if r.ok and heat_dir:
-                heat = str(_save_overlay(r, path, heat_dir, used_names))
+                heat = str(_write_heatmap(r, path, heat_dir, used_names))
             if not r.ok:
                 failed += 1
-            if writer:
-                writer.writerow([str(path), "" if r.score is None else f"{r.score:.3f}", r.label, r.error, heat])
-                out.flush()
+            if out:
+                out.row(path, r.score, r.label, r.error, heat)
             if show:
-                line = f"{r.score:7.2f}  {r.label:<9}  {path}" if r.ok else f"{'-':>7}  {'error':<9}  {r.error}"
-                (bar.write if bar else print)(line)
+                text = f"{r.score:7.2f}  {r.label:<9}  {path}" if r.ok else f"{'-':>7}  {'error':<9}  {r.error}"
+                (bar.write if bar else print)(_printable(text))
             if bar:
                 bar.update(1)
+    except BaseException as e:
+        if out:  # Ctrl-C keeps the rows so far; an error leaves the old file as it was
+            out.close() if isinstance(e, KeyboardInterrupt) else out.discard()
+        raise
     finally:
         if bar:
             bar.close()
-        if out:
-            out.close()
+    if out:
+        out.close()
     if failed:
         print(f"afiqa: {failed} of {len(files)} files could not be scored (see the error column)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _printable(text: str) -> str:
+    from afiqa.inputs import printable
+
+    return printable(text)
+
+
+def _check_outputs(csv_path: str | None, heat_dir: Path | None, inputs: list[Path]) -> None:
+    """Refuse, in one sentence (``OutputError``, exit 2), an output that cannot or must
+    not be written: a CSV named like an image or that is one of the inputs (``--csv
+    *.jpg`` puts the first photo there), an existing file that is not a CSV, a folder,
+    a missing folder; a heat-map folder that is a file."""
+    from afiqa.inputs import IMAGE_EXTENSIONS
+
+    if csv_path is not None:
+        target = Path(csv_path)
+        if target.suffix.lower() in IMAGE_EXTENSIONS or any(_same_file(target, f) for f in inputs):
+            raise OutputError(f"--csv {csv_path} names an image; give the CSV a name of its own, e.g. --csv scores.csv "
+                              "(afiqa never writes over a photo)")
+        if target.is_dir():
+            raise OutputError(f"--csv {csv_path} is a folder; give a file name, e.g. {target / 'scores.csv'}")
+        if target.exists() or target.is_symlink():
+            if not target.is_file():
+                raise OutputError(f"--csv {csv_path} exists and is not a regular file; give a new file name")
+            if not _looks_like_csv(target):
+                raise OutputError(f"--csv {csv_path} exists and is not a CSV file; afiqa will not write over it")
+        parent = target.parent
+        if not parent.is_dir():
+            raise OutputError(f"--csv {csv_path}: the folder {parent} does not exist")
+    if heat_dir is not None:
+        if heat_dir.exists() and not heat_dir.is_dir():
+            raise OutputError(f"--heatmaps {heat_dir} is a file, not a folder; give a folder for the heat-map PNGs")
+        for up in heat_dir.parents:  # the first existing folder above it must be a folder
+            if up.exists():
+                if not up.is_dir():
+                    raise OutputError(f"--heatmaps {heat_dir}: {up} is a file, not a folder")
+                break
+
+
+def _looks_like_csv(path: Path) -> bool:
+    """A file afiqa may replace: named .csv, or starting with afiqa's CSV header."""
+    if path.suffix.lower() == ".csv":
+        return True
+    try:
+        with path.open("rb") as fh:
+            return fh.read(len(",".join(CSV_COLUMNS))) == ",".join(CSV_COLUMNS).encode()
+    except OSError:
+        return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _make_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"could not create the folder {path}: {e.strerror or type(e).__name__}") from None
+
+
+def _write_heatmap(r, path: Path, heat_dir: Path, used: set) -> Path:
+    try:
+        return _save_overlay(r, path, heat_dir, used)
+    except OSError as e:
+        raise OutputError(f"could not write a heat-map in {heat_dir}: {e.strerror or type(e).__name__}") from None
 
 
 def _save_overlay(r, path: Path, heat_dir: Path, used: set) -> Path:
