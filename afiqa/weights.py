@@ -5,12 +5,23 @@ The environment is read when a function is called, not when this module (or
 ``huggingface_hub``, which reads ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE`` and
 the timeouts once, at its own import) is imported: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
 ``HF_HOME`` / ``HF_HUB_CACHE`` and ``HF_HUB_ETAG_TIMEOUT`` are passed to it explicitly.
+
+A file already in the HF cache is used without asking the Hub (the card's sha256 pins
+its content, so a newer revision could not be used anyway). A download runs in a child
+process with an overall deadline, ``AFIQA_HUB_TIMEOUT`` seconds (default 120):
+``huggingface_hub``'s own timeouts apply to each read, so a server that sends a byte
+every few seconds would otherwise hold it for ever. At the deadline the child is
+killed and the partial ``.incomplete`` file it left in the HF cache is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from afiqa.errors import WeightsError
@@ -53,6 +64,15 @@ def _etag_timeout() -> float:
         return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or 10)
     except ValueError:
         return 10.0
+
+
+def hub_deadline() -> float:
+    """Seconds a whole download may take: ``AFIQA_HUB_TIMEOUT``, default 120."""
+    try:
+        value = float(os.environ.get("AFIQA_HUB_TIMEOUT") or 120)
+    except ValueError:
+        return 120.0
+    return value if value > 0 else 120.0
 
 
 def _hub_where(card: ModelCard) -> str:
@@ -104,45 +124,132 @@ def resolve_weights(
 
 def _from_hub(card: ModelCard) -> tuple[Path | None, str]:
     """(path in the HF cache, "") or (None, why the Hub could not provide it)."""
-    import httpx2
-    import huggingface_hub as hf
-    from huggingface_hub import constants, errors
+    from huggingface_hub import try_to_load_from_cache
 
-    endpoint, offline, cache = hub_endpoint(), hub_offline(), hub_cache_dir()
+    cache = hub_cache_dir()
     where = dict(repo_id=card.hub_repo, filename=card.weights_file, revision=card.hub_revision)
-    timeout = _etag_timeout()
-    try:
-        if not offline and not isinstance(hf.try_to_load_from_cache(**where, cache_dir=cache), str):
-            # Not cached: one HEAD without retries first, because when the Hub is unreachable
-            # hf_hub_download retries with backoff (about 25 s, or minutes when packets are dropped).
-            hf.get_hf_file_metadata(hf.hf_hub_url(**where, endpoint=endpoint), timeout=timeout)
-        got = hf.hf_hub_download(
-            **where, cache_dir=cache, endpoint=endpoint, local_files_only=offline, etag_timeout=timeout
+    cached = try_to_load_from_cache(**where, cache_dir=cache)
+    if isinstance(cached, str):
+        return Path(cached), ""
+    if hub_offline():
+        return None, (
+            f"offline mode: HF_HUB_OFFLINE is set and it is not in the HF cache {cache}; "
+            "unset HF_HUB_OFFLINE to download it"
         )
-        return Path(got), ""
-    except errors.RevisionNotFoundError:
-        return None, f"revision {card.hub_revision!r} not found (404) in repo {card.hub_repo}"
-    except errors.RepositoryNotFoundError:  # includes gated/private repos
-        return None, f"repo {card.hub_repo} not found (404) or not public"
-    except errors.RemoteEntryNotFoundError:
-        return None, f"file not found (404) in repo {card.hub_repo}"
-    except (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError) as e:
-        if offline:
-            return None, (
-                f"offline mode: HF_HUB_OFFLINE is set and it is not in the HF cache {cache}; "
-                "unset HF_HUB_OFFLINE to download it"
-            )
-        if constants.is_offline_mode():
-            return None, "offline mode: huggingface_hub was imported while HF_HUB_OFFLINE was set; restart without it"
-        return None, f"Hub unreachable and not in the HF cache {cache}: {_first_line(e.__cause__ or e)}"
-    except httpx2.TimeoutException:
-        return None, f"Hub did not answer within {timeout:g} s (HF_HUB_ETAG_TIMEOUT)"
-    except httpx2.TransportError as e:
-        return None, f"Hub unreachable: {_first_line(e)}"
-    except errors.HfHubHTTPError as e:
-        return None, f"Hub answered HTTP {e.response.status_code}"
-    except OSError as e:  # FileMetadataError (not a Hub endpoint), disk full, unwritable cache...
-        return None, _first_line(e)
+    return _download_with_deadline(where, cache)
+
+
+def _download_with_deadline(where: dict, cache: Path) -> tuple[Path | None, str]:
+    """One HEAD (in a thread), then ``hf_hub_download`` in a child process, both within
+    ``hub_deadline()``; the child is killed at the deadline and the partial download it
+    left in the cache is removed."""
+    import threading
+
+    limit, started, wall = hub_deadline(), time.monotonic(), time.time()
+    request = dict(where, endpoint=hub_endpoint(), timeout=_etag_timeout())
+    answer: list = []
+    # One HEAD without retries first: when the Hub is unreachable hf_hub_download retries with
+    # backoff (about 25 s, or minutes when packets are dropped). In a daemon thread, so that a
+    # server sending its headers byte by byte cannot hold it past the deadline either.
+    head = threading.Thread(target=lambda: answer.append(_head(**request)), daemon=True, name="afiqa-hub-head")
+    head.start()
+    head.join(limit)
+    if not answer:
+        return None, f"the Hub did not answer within {limit:g} s (AFIQA_HUB_TIMEOUT)"
+    if answer[0]:
+        return None, answer[0]
+    package_root = str(Path(__file__).resolve().parent.parent)  # this afiqa, whatever the child's cwd holds
+    # No progress bars, and no telemetry: huggingface_hub would otherwise first fetch the Hub's
+    # list of "agent harnesses" for its user-agent, one more request (up to 3 s) per download.
+    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import afiqa.weights as w; w._download_child()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, package_root],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+    )
+    try:
+        out, _ = proc.communicate(json.dumps(dict(request, cache=str(cache))),
+                                  timeout=max(limit - (time.monotonic() - started), 0.1))
+    except BaseException as e:  # the deadline, or Ctrl-C
+        proc.kill()
+        proc.communicate()
+        _remove_partial(cache, where["repo_id"], wall)
+        if isinstance(e, subprocess.TimeoutExpired):
+            return None, f"the download did not finish within {limit:g} s (AFIQA_HUB_TIMEOUT)"
+        raise
+    try:
+        result = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        result = {"path": None, "why": f"the download process failed (exit status {proc.returncode})"}
+    if result["path"] is None:
+        _remove_partial(cache, where["repo_id"], wall)
+        return None, result["why"]
+    return Path(result["path"]), ""
+
+
+def _remove_partial(cache: Path, repo_id: str, since: float) -> None:
+    """Remove the ``.incomplete`` blobs of ``repo_id`` written since ``since`` (or empty)."""
+    blobs = cache / f"models--{repo_id.replace('/', '--')}" / "blobs"
+    for f in blobs.glob("*.incomplete"):
+        try:
+            st = f.stat()
+            if st.st_size == 0 or st.st_mtime >= since - 1:
+                f.unlink()
+        except OSError:
+            pass
+
+
+def _download_child() -> None:
+    """The child's side: the request as JSON on stdin, the answer as JSON on stdout."""
+    args = json.loads(sys.stdin.read())
+    cache = args.pop("cache")
+    try:
+        import huggingface_hub as hf
+
+        got, why = hf.hf_hub_download(**_hub_args(args), cache_dir=cache, etag_timeout=args["timeout"]), ""
+    except Exception as e:  # noqa: BLE001 - every failure becomes the parent's sentence
+        got, why = None, _why(e, args["repo_id"], args["revision"], cache, args["timeout"])
+    print(json.dumps({"path": got, "why": why}))
+
+
+def _hub_args(request: dict) -> dict:
+    return {k: request[k] for k in ("repo_id", "filename", "revision", "endpoint")}
+
+
+def _head(repo_id: str, filename: str, revision: str, endpoint: str, timeout: float) -> str:
+    """"" when the Hub has the file, else why not."""
+    try:
+        import huggingface_hub as hf
+
+        hf.get_hf_file_metadata(hf.hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint),
+                                timeout=timeout)
+        return ""
+    except Exception as e:  # noqa: BLE001
+        return _why(e, repo_id, revision, hub_cache_dir(), timeout)
+
+
+def _why(e: Exception, repo_id: str, revision: str, cache, timeout: float) -> str:
+    """Why the Hub could not provide the file, in words, from what ``huggingface_hub`` raised."""
+    import httpx2
+    from huggingface_hub import errors
+
+    if isinstance(e, errors.RevisionNotFoundError):
+        return f"revision {revision!r} not found (404) in repo {repo_id}"
+    if isinstance(e, errors.RepositoryNotFoundError):  # includes gated/private repos
+        return f"repo {repo_id} not found (404) or not public"
+    if isinstance(e, errors.RemoteEntryNotFoundError):
+        return f"file not found (404) in repo {repo_id}"
+    if isinstance(e, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError)):
+        return f"Hub unreachable and not in the HF cache {cache}: {_first_line(e.__cause__ or e)}"
+    if isinstance(e, httpx2.TimeoutException):
+        return f"Hub did not answer within {timeout:g} s (HF_HUB_ETAG_TIMEOUT)"
+    if isinstance(e, httpx2.TransportError):
+        return f"Hub unreachable: {_first_line(e)}"
+    if isinstance(e, errors.HfHubHTTPError) and e.response is not None:
+        return f"Hub answered HTTP {e.response.status_code}"
+    # FileMetadataError (not a Hub endpoint), disk full, unwritable cache, anything else
+    return _first_line(e) if isinstance(e, OSError) else f"{type(e).__name__}: {_first_line(e)}"
 
 
 def _first_line(e: BaseException) -> str:

@@ -19,6 +19,9 @@ revisions and files answer 404 with the Hub's ``X-Error-Code`` (``RepoNotFound``
         os.environ["HF_ENDPOINT"] = hub.url
         ...
         hub.count("GET", "tiny.weights.h5")  # how many times the body was sent
+
+``HubServer(drip=2.0)`` answers a HEAD at once but sends a GET's body one byte every
+2 s: each read arrives within any per-read timeout, so only an overall deadline stops it.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from urllib.parse import unquote, urlsplit
 
 
 class HubServer:
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, drip: float = 0.0):
         self.delay = delay  # seconds to wait before answering ("slow" mode)
+        self.drip = drip  # seconds between the bytes of a GET's body ("drip" mode)
         self.files: dict[tuple[str, str], dict[str, bytes]] = {}  # (repo, revision) -> files
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, path) -> count
         self._lock = threading.Lock()
@@ -113,7 +117,13 @@ def _handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if body:
+                if body and server.drip:
+                    for k in range(len(data)):
+                        self.wfile.write(data[k:k + 1])
+                        self.wfile.flush()
+                        if server._stopped.wait(server.drip):
+                            break
+                elif body:
                     self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (slow mode)
                 pass

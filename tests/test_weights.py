@@ -107,7 +107,7 @@ def test_download_then_cache_hit(hub, tmp_path, sha):
     assert first.is_relative_to(tmp_path / "hf" / "hub") and sha256_of(first) == sha
     assert hub.count("GET", FILE) == 1
     again = resolve_weights(card, weights_dir=tmp_path)
-    assert again == first and hub.count("GET", FILE) == 1  # cache hit: only a HEAD
+    assert again == first and hub.count("GET", FILE) == 1  # cache hit: the sha256 pins it, no request at all
     assert describe_weights(card, weights_dir=tmp_path) == f"HF cache: {first}"
     tiny_model().load_weights(first)  # a real Keras weights file came through
 
@@ -149,7 +149,7 @@ def test_not_found(hub, tmp_path, sha, fields, words):
     with pytest.raises(WeightsError) as err:
         resolve_weights(tiny_card(sha, **fields), weights_dir=tmp_path)
     assert all(w in str(err.value) for w in words), str(err.value)
-    assert hub.count("GET") == 0
+    assert hub.count("GET") == 0, hub.requests
 
 
 def test_hub_file_with_wrong_sha(hub, tmp_path, sha):
@@ -180,6 +180,33 @@ def test_slow_hub_times_out(monkeypatch, tmp_path, sha, weights_bytes):
         assert time.monotonic() - start < 4
 
 
+def test_a_dripping_hub_meets_the_overall_deadline_and_leaves_no_partial_file(monkeypatch, tmp_path, sha,
+                                                                              weights_bytes):
+    # HF_HUB_DOWNLOAD_TIMEOUT is 3 s per read: never reached. 12 s: time for the download's process to
+    # start on a busy machine and begin the GET.
+    monkeypatch.setenv("AFIQA_HUB_TIMEOUT", "12")
+    with HubServer(drip=1.0) as drip:
+        drip.add(REPO, FILE, weights_bytes)
+        monkeypatch.setenv("HF_ENDPOINT", drip.url)
+        start = time.monotonic()
+        with pytest.raises(WeightsError) as err:
+            resolve_weights(tiny_card(sha), weights_dir=tmp_path)
+        took = time.monotonic() - start
+        assert drip.count("GET", FILE) == 1  # the body had started to come
+    msg = str(err.value)
+    assert "did not finish within 12 s (AFIQA_HUB_TIMEOUT)" in msg, msg
+    assert f"{drip.url}/{REPO}@main" in msg and str(tmp_path / FILE) in msg and "--weights" in msg
+    assert 12 <= took < 16
+    hub_cache = tmp_path / "hf" / "hub"
+    assert [p.name for p in hub_cache.rglob("*") if p.is_file() and p.parent.name == "blobs"] == []
+    assert list(hub_cache.rglob("*.incomplete")) == []
+
+
+def test_a_download_after_a_timeout_works(monkeypatch, hub, tmp_path, sha):
+    monkeypatch.setenv("AFIQA_HUB_TIMEOUT", "30")  # a fresh attempt: no lock or partial file in the way
+    assert sha256_of(resolve_weights(tiny_card(sha), weights_dir=tmp_path)) == sha
+
+
 def test_import_is_light():
     code = "import sys, afiqa.weights; print(sorted({'huggingface_hub', 'keras', 'tensorflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -207,3 +234,14 @@ def test_saved_weights_are_compressed_deterministic_and_load_to_the_same_values(
     again.load_weights(a)
     for w, v in zip(model.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(w, v)
+
+
+def test_a_hub_that_holds_the_head_meets_the_overall_deadline(monkeypatch, tmp_path, sha, weights_bytes):
+    monkeypatch.setenv("AFIQA_HUB_TIMEOUT", "1")  # the HEAD's own timeout (3 s) is longer
+    with HubServer(delay=10) as slow:
+        slow.add(REPO, FILE, weights_bytes)
+        monkeypatch.setenv("HF_ENDPOINT", slow.url)
+        start = time.monotonic()
+        with pytest.raises(WeightsError, match=r"the Hub did not answer within 1 s \(AFIQA_HUB_TIMEOUT\)"):
+            resolve_weights(tiny_card(sha), weights_dir=tmp_path)
+        assert time.monotonic() - start < 3
