@@ -8,6 +8,8 @@ import sys
 import time
 
 import huggingface_hub.constants  # imported first on purpose: its import-time values must not matter
+import huggingface_hub.file_download  # noqa: F401 - imported before the timed tests, so they time requests
+import httpx2  # noqa: F401
 import pytest
 
 from afiqa.config import ModelConfig
@@ -52,6 +54,9 @@ def hf_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there; `hub` replaces it
     # In case the whole test run was started with HF_HUB_OFFLINE=1: huggingface_hub read it at import.
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # huggingface_hub's first request in a process also fetches {endpoint}/api/agent-harnesses for its
+    # user-agent (telemetry, up to 3 s): against the stand-in servers it would only blur the timings.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
 
 @pytest.fixture
