@@ -199,19 +199,23 @@ def test_special_files_get_rows_and_names_are_escaped(tiny_card_path, tmp_path):
     evil = "\x1b[31mred\x1b[0m\nfake row.jpg"
     Image.fromarray(scene(2)).save(d / evil, format="JPEG")
     Image.fromarray(scene(3)).save(d / "=HYPERLINK(1).jpg", format="JPEG")
+    import pillow_heif
+
+    pillow_heif.from_pillow(Image.fromarray(scene(4))).save(d / "IMG_0001.HEIC", quality=90)  # an iPhone photo
     out = tmp_path / "scores.csv"
     p = run("score", "=HYPERLINK(1).jpg", ".", "--csv", out, "--model", tiny_card_path, cwd=d)
     assert p.returncode == 1, p.stderr
     assert "\x1b" not in p.stdout + p.stderr and "\\x1b[31mred\\x1b[0m\\nfake row.jpg" in p.stdout
     lines = p.stdout.splitlines()
-    assert len(lines) == 1 + 7, p.stdout  # the header and one line per path: the newline did not split one
+    assert len(lines) == 1 + 8, p.stdout  # the header and one line per path: the newline did not split one
     rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
     by_path = {r["path"]: r for r in rows}
     # the photo named =HYPERLINK(1).jpg (given by name and found in the folder) as ./=HYPERLINK(1).jpg
-    assert len(rows) == 7 and set(by_path) == {"./=HYPERLINK(1).jpg", "fine.jpg", "pipe.jpg", "zero.png", "y.jpg", evil}
+    assert len(rows) == 8 and set(by_path) == {"./=HYPERLINK(1).jpg", "fine.jpg", "pipe.jpg", "zero.png", "y.jpg",
+                                               "IMG_0001.HEIC", evil}
     assert "FIFO" in by_path["pipe.jpg"]["error"] and "device" in by_path["zero.png"]["error"]
     assert "folder" in by_path["y.jpg"]["error"]
-    assert by_path[evil]["score"] and by_path["fine.jpg"]["score"]
+    assert by_path[evil]["score"] and by_path["fine.jpg"]["score"] and by_path["IMG_0001.HEIC"]["score"]
     assert not any(cell.startswith(("=", "+", "-", "@")) for r in rows for cell in r.values())
 
 

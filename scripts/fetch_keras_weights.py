@@ -1,0 +1,67 @@
+"""Put the ImageNet MobileNet weights the tests build on into the Keras cache.
+
+    python scripts/fetch_keras_weights.py              # with internet: Keras downloads them
+    python scripts/fetch_keras_weights.py --from DIR   # offline: copy them from a Keras cache DIR
+
+The cache is ``$KERAS_HOME`` (Keras's default: ``~/.keras``); the files go to its
+``models/`` folder. When they are already there, nothing is done and nothing is
+written (so a read-only cache, such as CI's, is fine). The app and the CLI do not need
+them: the shipped afiqa weights hold the backbones too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# The files keras.applications looks for (include_top=False, alpha 1.0, any input size).
+FILES = {
+    "mobilenet_v2": "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    "mobilenet": "mobilenet_1_0_224_tf_no_top.h5",
+}
+
+
+def keras_home() -> Path:
+    return Path(os.path.expanduser(os.environ.get("KERAS_HOME") or "~/.keras"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--from", dest="source", type=Path, metavar="DIR", help="a Keras cache holding them (offline)")
+    args = p.parse_args(argv)
+    models = keras_home() / "models"
+    missing = {name: f for name, f in FILES.items() if not (models / f).is_file()}
+    if not missing:
+        print(f"ImageNet MobileNet weights: already in {models}")
+        return 0
+    if args.source:
+        for f in missing.values():
+            src = next((c for c in (args.source / "models" / f, args.source / f) if c.is_file()), None)
+            if src is None:
+                print(f"fetch_keras_weights: {f} is not in {args.source} (nor in its models/)", file=sys.stderr)
+                return 2
+            models.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, models / f)
+    else:
+        from afiqa.backbones import get_backbone
+
+        for name in missing:
+            try:
+                get_backbone(name).build("imagenet")  # Keras downloads into $KERAS_HOME/models
+            except Exception as e:  # no network, most often
+                print(f"fetch_keras_weights: could not download the {name} ImageNet weights ({e}); offline, copy "
+                      f"them from a Keras cache: --from DIR, or set KERAS_HOME to one", file=sys.stderr)
+                return 2
+    print(f"ImageNet MobileNet weights: in {models}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
