@@ -50,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
             models.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, models / f)
     else:
+        import socket
+
         from afiqa.backbones import get_backbone
 
+        socket.setdefaulttimeout(60)  # Keras's download has no timeout of its own: a silent network must not hang
         for name in missing:
             try:
                 get_backbone(name).build("imagenet")  # Keras downloads into $KERAS_HOME/models
