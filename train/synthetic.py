@@ -91,11 +91,11 @@ def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, root: Path):
                        extra_scales=tuple(have.get("extra_scales", [])))
     feature_pool = int(cache.meta.get("feature_pool", 1))
     out = copies_dir(root, mcfg, feature_pool, copies)
-    if not (out / "meta.json").exists():  # written last: a partial cache is redone
+    if not (out / "meta.json").exists():  # written last; a stopped run resumes (progress.json)
         t0 = time.time()
         print(f"caching {len(copies)} distorted copies of {len({c.source for c in copies})} training photos -> {out}", flush=True)
         write_outputs(mcfg, lambda j: distort(load_model_input(cache.paths[copies[j].source], mcfg.image_size),
-                                              copies[j]), len(copies), out, feature_pool)
+                                              copies[j]), len(copies), out, feature_pool, key=out.name)
         with open(out / "index.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["row", "source", "kind", "rank", "strength"])
