@@ -85,6 +85,19 @@ def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path):
     first = sorted((tiny_biq / "Images").glob("*.jpg"))[0]
     assert 0 <= p.score(first).score <= 100
 
+    # Leave one subset out on the same cache: each subset's training-split photos scored by
+    # a head trained on the other two, without the pairs made from its photos.
+    from train import loso
+
+    rep = loso.main(["--config", "train/configs/afiqa-biq2021.yaml", "--cache", str(tmp_path / "cache"),
+                     "--set", "model.image_size=96", "model.feature_pool=1", "model.head_units=[16]",
+                     "train.epochs=2", "train.batch_size=4", "data.val_fraction=0.25",
+                     "--out", str(tmp_path / "loso.json")])
+    assert {k for k in rep if k.startswith("ss")} == {"ss01", "ss02", "ss03"}
+    assert sum(rep[g]["n"] for g in ("ss01", "ss02", "ss03")) == 20  # every training-split photo once
+    assert rep["mean"]["srocc"] == pytest.approx(np.mean([rep[g]["srocc"] for g in ("ss01", "ss02", "ss03")]))
+    assert json.loads((tmp_path / "loso.json").read_text())["mean"] == rep["mean"]
+
 
 def test_one_cache_with_candidate_taps_serves_sparse_and_dense_levels(tiny_biq, tmp_path):
     """cache_features --taps: FeatureCache.use_level_taps serves dense level vectors equal to
