@@ -1,7 +1,7 @@
 """Leave one subset out: a check of generalization that BIQ2021 itself allows.
 
     python -m train.loso --config train/configs/afiqa-v2.yaml --cache DIR [--set KEY=VALUE ...] \
-        [--out runs/loso/NAME.json]
+        [--out runs/loso/NAME.json] [--card runs/NAME/NAME.json]
 
 BIQ2021's three collections differ in camera, content and defects (ss01 a personal
 gallery, ss02 photos shot to span the quality range, ss03 Unsplash). For each subset,
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cache", required=True, help="the dataset's feature cache (train.cache_features)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     ap.add_argument("--out", help="write the report here (JSON)")
+    ap.add_argument("--card", help="also record it in this model card JSON (training.leave_one_subset_out)")
     args = ap.parse_args(argv)
     cfg = train_config.load(args.config, args.set)
     cache = FeatureCache.open(args.cache)
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2))
+    if args.card:
+        card = json.loads(Path(args.card).read_text())
+        card.setdefault("training", {})["leave_one_subset_out"] = report
+        Path(args.card).write_text(json.dumps(card, indent=2))
     return report
 
 
