@@ -5,6 +5,13 @@ Channel attention: average- and max-pooled descriptors through one shared two-la
 Spatial attention: the channel-wise mean and max stacked, a ``k x k`` convolution,
 sigmoid; a (B, H, W, 1) map in [0, 1]. ``SpatialAttentionMap`` returns the map itself
 (so explanations can show it) and the model multiplies it in.
+
+On a small grid (8x8 cells at 512 px) a 7x7 convolution with zero padding sees the
+border at almost every position, and a trained one learns where the border is: the
+map becomes a fixed positional prior that peaks in the same corner for every photo.
+``padding="reflect"`` pads the descriptors with their own mirror image, so the map can
+only respond to what the cells hold; ``mirror=True`` ties the kernel's left and right
+halves, so the map of a mirrored feature map is exactly the mirrored map.
 """
 
 from __future__ import annotations
@@ -47,9 +54,15 @@ class ChannelAttention(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="afiqa")
 class SpatialAttentionMap(keras.layers.Layer):
-    def __init__(self, kernel_size: int = 7, **kwargs):
+    PADDINGS = ("zero", "reflect")
+
+    def __init__(self, kernel_size: int = 7, padding: str = "zero", mirror: bool = False, **kwargs):
         super().__init__(**kwargs)
+        if padding not in self.PADDINGS:
+            raise ValueError(f"padding: expected one of {self.PADDINGS}, got {padding!r}")
         self.kernel_size = int(kernel_size)
+        self.padding = padding
+        self.mirror = bool(mirror)
 
     def build(self, input_shape):
         self.conv = keras.layers.Conv2D(
@@ -61,10 +74,22 @@ class SpatialAttentionMap(keras.layers.Layer):
         desc = ops.concatenate(
             [ops.mean(x, axis=-1, keepdims=True), ops.max(x, axis=-1, keepdims=True)], axis=-1
         )
-        return self.conv(desc)
+        if self.padding == "zero" and not self.mirror:
+            return self.conv(desc)  # the layout of models trained before the options existed
+        kernel = self.conv.kernel
+        if self.mirror:  # left and right halves tied: mirrored input, mirrored map
+            kernel = 0.5 * (kernel + ops.flip(kernel, axis=1))
+        if self.padding == "reflect":
+            p = self.kernel_size // 2
+            desc = ops.pad(desc, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+            conv_padding = "valid"
+        else:
+            conv_padding = "same"
+        return ops.sigmoid(ops.conv(desc, kernel, padding=conv_padding) + self.conv.bias)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (1,)
 
     def get_config(self):
-        return {**super().get_config(), "kernel_size": self.kernel_size}
+        return {**super().get_config(), "kernel_size": self.kernel_size, "padding": self.padding,
+                "mirror": self.mirror}

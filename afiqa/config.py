@@ -13,6 +13,7 @@ from typing import Any
 
 POOLINGS = ("avg", "avg_std", "avg_max")
 LEVEL_TAPS = ("sparse", "dense")
+SPATIAL_PADDINGS = ("zero", "reflect")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class ModelConfig:
         explanations is ``a`` either way.
     reduction: channel-attention MLP reduction ratio.
     spatial_kernel: side of the spatial-attention convolution.
+    spatial_padding: how that convolution sees past the grid's edge: ``zero`` (as in
+        CBAM; on a small grid it lets the map learn a fixed positional prior) or
+        ``reflect`` (the descriptors' own mirror image: the map follows content).
+    spatial_mirror: tie the convolution's left and right halves, so the attention map
+        of a mirrored photo is the mirror of the photo's map.
     multilevel: also mean/std-pool earlier feature maps of each backbone into the fused
         vector, so low-level cues (noise, blur) reach the head.
     level_taps: which earlier maps ``multilevel`` pools: ``sparse``, three (strides 4, 8,
@@ -60,6 +66,8 @@ class ModelConfig:
     spatial_residual: bool = False
     reduction: int = 16
     spatial_kernel: int = 7
+    spatial_padding: str = "zero"
+    spatial_mirror: bool = False
     multilevel: bool = False
     level_taps: str = "sparse"
     extra_scales: tuple[int, ...] = ()
@@ -91,6 +99,8 @@ class ModelConfig:
             raise ValueError(f"head_members: expected >= 1, got {self.head_members}")
         if self.reduction < 1:
             raise ValueError(f"reduction: expected >= 1, got {self.reduction}")
+        if self.spatial_padding not in SPATIAL_PADDINGS:
+            raise ValueError(f"spatial_padding: expected one of {SPATIAL_PADDINGS}, got {self.spatial_padding!r}")
         if self.spatial_kernel < 1 or self.spatial_kernel % 2 == 0:
             raise ValueError(f"spatial_kernel: expected an odd size >= 1, got {self.spatial_kernel}")
         if not 0.0 <= self.dropout < 1.0:

@@ -230,3 +230,41 @@ def test_head_members_average_their_own_regressors_and_one_member_keeps_the_old_
     assert SCORE_LAYER in names and "head_dense_0" in names and not any(n.endswith("_m0") for n in names)
     with pytest.raises(ValueError, match="head_members"):
         tiny_config.replace(head_members=0)
+
+
+def test_reflect_padded_mirror_tied_attention_follows_content_not_position():
+    """spatial_padding="reflect", spatial_mirror=True: the map of a mirrored feature map is
+    the mirrored map (exactly), and a featureless map gets a flat map (no positional
+    prior), while the zero-padded CBAM convolution responds to the border."""
+    from afiqa.attention import SpatialAttentionMap
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 8, 8, 6)).astype("float32")
+    tied = SpatialAttentionMap(7, "reflect", mirror=True)
+    tied.build(x.shape)
+    tied.conv.kernel.assign(rng.normal(size=(7, 7, 2, 1)).astype("float32"))  # an asymmetric kernel
+    m, m_flip = np.asarray(tied(x)), np.asarray(tied(x[:, :, ::-1]))
+    np.testing.assert_allclose(m_flip, m[:, :, ::-1], rtol=1e-5, atol=1e-6)
+    assert np.ptp(m) > 0.1  # it still depends on the content
+
+    flat = np.ones((1, 8, 8, 6), "float32")
+    assert np.ptp(np.asarray(tied(flat))) < 1e-6  # nothing in the cells, nothing in the map
+    zero = SpatialAttentionMap(7)
+    zero.build(x.shape)
+    zero.conv.set_weights(tied.conv.get_weights())
+    assert np.ptp(np.asarray(zero(flat))) > 0.1  # zero padding: the border alone shapes the map
+    with pytest.raises(ValueError, match="padding"):
+        SpatialAttentionMap(7, "circular")
+
+
+def test_attention_options_reach_the_head_and_old_layouts_keep_their_weights(tiny_config):
+    from afiqa.model import build_head, spatial_map_name
+
+    shapes = [[(None, 3, 3, 8)], [(None, 3, 3, 4)]]
+    old = build_head(tiny_config, shapes)
+    new = build_head(tiny_config.replace(spatial_padding="reflect", spatial_mirror=True), shapes)
+    layer = new.get_layer(spatial_map_name(0))
+    assert (layer.padding, layer.mirror) == ("reflect", True)
+    assert [w.shape for w in old.weights] == [w.shape for w in new.weights]  # same weights, new use
+    with pytest.raises(ValueError, match="spatial_padding"):
+        tiny_config.replace(spatial_padding="same")

@@ -29,12 +29,43 @@ def test_plan_is_seeded_uses_only_the_given_rows_and_stays_in_range():
     rows = np.arange(100, 200)
     a = synthetic.plan(rows, 10, seed=7)
     assert a == synthetic.plan(rows, 10, seed=7) and a != synthetic.plan(rows, 10, seed=8)
-    assert len(a) == 10 * len(synthetic.RANGES) * 2
+    assert len(a) == 10 * len(distortions.CLASSIC) * 2
     assert {c.source for c in a} <= set(rows.tolist()) and len({c.source for c in a}) == 10
     for c in a:
-        lo, hi = sorted(synthetic.RANGES[c.kind][c.rank - 1])
+        lo, hi = sorted(synthetic.ranges(c.kind)[c.rank - 1])
         assert lo <= c.strength <= hi
     assert len(synthetic.plan(np.arange(3), 10, seed=0)) == 3 * 6  # never more sources than rows
+
+
+def test_catalogue_plan_draws_kinds_per_photo_and_never_a_held_out_kind():
+    rows = np.arange(500)
+    a = synthetic.plan(rows, 200, seed=3, kinds="catalogue", per_source=3)
+    assert len(a) == 200 * 3 * 2
+    per_source = {}
+    for c in a:
+        per_source.setdefault(c.source, set()).add(c.kind)
+        lo, hi = sorted(synthetic.ranges(c.kind)[c.rank - 1])
+        assert lo <= c.strength <= hi
+    assert all(len(k) == 3 for k in per_source.values())
+    used = {c.kind for c in a}
+    assert used == set(distortions.TRAINING) and not used & set(distortions.HELD_OUT)
+    with pytest.raises(ValueError, match="held out"):
+        synthetic.ranges("motion_blur")
+
+
+def test_every_catalogue_kind_changes_the_photo_more_as_it_grows_and_keeps_its_shape():
+    """Each ladder moves the photo further from the original at every step (mean absolute
+    difference), is seeded, and returns uint8 RGB of the same size (but downscaling)."""
+    rgb = scene(5)
+    for name, kind in distortions.CATALOGUE.items():
+        outs = [distortions.apply(rgb, name, s, seed=1) for s in kind.ladder]
+        assert np.array_equal(outs[0], rgb), name  # the first step leaves the photo untouched
+        if name == "downscale":
+            continue
+        assert all(o.dtype == np.uint8 and o.shape == rgb.shape for o in outs), name
+        diff = [np.abs(o.astype(float) - rgb).mean() for o in outs]
+        assert all(b > a for a, b in zip(diff, diff[1:])), (name, diff)
+        assert np.array_equal(distortions.apply(rgb, name, kind.ladder[2], seed=1), outs[2]), name
 
 
 def test_copies_cache_is_keyed_by_what_the_streams_compute_not_by_head_settings(tmp_path):

@@ -85,6 +85,19 @@ def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path):
     first = sorted((tiny_biq / "Images").glob("*.jpg"))[0]
     assert 0 <= p.score(first).score <= 100
 
+    # Leave one subset out on the same cache: each subset's training-split photos scored by
+    # a head trained on the other two, without the pairs made from its photos.
+    from train import loso
+
+    rep = loso.main(["--config", "train/configs/afiqa-biq2021.yaml", "--cache", str(tmp_path / "cache"),
+                     "--set", "model.image_size=96", "model.feature_pool=1", "model.head_units=[16]",
+                     "train.epochs=2", "train.batch_size=4", "data.val_fraction=0.25",
+                     "--out", str(tmp_path / "loso.json")])
+    assert {k for k in rep if k.startswith("ss")} == {"ss01", "ss02", "ss03"}
+    assert sum(rep[g]["n"] for g in ("ss01", "ss02", "ss03")) == 20  # every training-split photo once
+    assert rep["mean"]["srocc"] == pytest.approx(np.mean([rep[g]["srocc"] for g in ("ss01", "ss02", "ss03")]))
+    assert json.loads((tmp_path / "loso.json").read_text())["mean"] == rep["mean"]
+
 
 def test_one_cache_with_candidate_taps_serves_sparse_and_dense_levels(tiny_biq, tmp_path):
     """cache_features --taps: FeatureCache.use_level_taps serves dense level vectors equal to
@@ -107,3 +120,35 @@ def test_one_cache_with_candidate_taps_serves_sparse_and_dense_levels(tiny_biq, 
         np.testing.assert_array_equal(both.levels[i], sparse[i])
     with pytest.raises(SystemExit, match="--level-taps sparse"):
         dense.use_level_taps("sparse")  # no candidate taps stored: rebuild, it says how
+
+
+def test_a_stopped_cache_run_resumes_where_it_stopped_and_matches_a_clean_run(tmp_path):
+    """write_outputs: rows already on disk are not computed again; the result is the same."""
+    from afiqa.config import ModelConfig
+    from afiqa.inputs import to_model_input
+    from train.cache_features import write_outputs
+
+    cfg = ModelConfig(image_size=64, multilevel=True)
+    images = [to_model_input(blur(scene(k), k % 3), 64) for k in range(10)]
+    loaded = []
+
+    def load(j, stop_at=None):
+        if j == stop_at:
+            raise KeyboardInterrupt  # as if the session were cut here
+        loaded.append(j)
+        return images[j]
+
+    write_outputs(cfg, load, 10, tmp_path / "clean", 1, batch_size=2, flush_every=1, key="k")
+    loaded.clear()
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(cfg, lambda j: load(j, stop_at=6), 10, tmp_path / "cut", 1, batch_size=2, flush_every=1, key="k")
+    done = json.loads((tmp_path / "cut" / "progress.json").read_text())["done"]
+    assert 0 < done <= 6
+    loaded.clear()
+    write_outputs(cfg, load, 10, tmp_path / "cut", 1, batch_size=2, flush_every=1, key="k")
+    assert loaded == list(range(done, 10))  # only the rest was computed
+    for name in ("s0_features.npy", "s0_levels.npy", "s1_features.npy", "s1_levels.npy"):
+        np.testing.assert_allclose(np.load(tmp_path / "cut" / name), np.load(tmp_path / "clean" / name), rtol=1e-5, atol=1e-5)
+    loaded.clear()
+    write_outputs(cfg, load, 10, tmp_path / "cut", 1, batch_size=2, flush_every=1, key="other")
+    assert loaded == list(range(10))  # other rows: started afresh

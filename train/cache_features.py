@@ -13,13 +13,16 @@ adds the pooled maps of a half-size view to the level vectors (``model.extra_sca
 serves models with either kind of levels (``FeatureCache.use_level_taps``).
 
 Writes, for stream i: ``s{i}_features.npy`` (N, h/K, w/K, C) float16 and ``s{i}_levels.npy``
-(N, D) float32, plus ``index.csv`` (row, path, score, split, group) and ``meta.json``.
+(N, D) float32, plus ``index.csv`` (row, path, score, split, group) and ``meta.json``
+(written last: its presence means the cache is complete). A stopped run resumes where it
+stopped when run again with the same arguments (``progress.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import queue
 import threading
@@ -70,37 +73,54 @@ def tap_stream(cfg: ModelConfig, i: int):
 
 
 def write_outputs(cfg: ModelConfig, load, n: int, out: Path, feature_pool: int, batch_size: int = 16,
-                  taps: bool = False) -> None:
+                  taps: bool = False, key: str = "", flush_every: int = 20) -> None:
     """Run the model's streams on images ``load(0) .. load(n - 1)`` (model inputs) and
     write ``s{i}_features.npy`` / ``s{i}_levels.npy`` in ``out`` (``taps``: also
-    ``s{i}_taps.npy``, the pooled candidate taps)."""
+    ``s{i}_taps.npy``, the pooled candidate taps).
+
+    Resumable: after every few batches the arrays are flushed and ``progress.json``
+    records how many rows are done, so a run that was stopped (a session cut, Ctrl-C, a
+    crash) continues from there when called again with the same ``n`` and ``key`` (what
+    the rows are: a digest of the samples and settings); anything else starts afresh.
+    """
     if taps:
         streams = [tap_stream(cfg, i) for i in range(len(cfg.backbones))]
     else:
         streams = [build_stream(cfg, i, weights="imagenet") for i in range(len(cfg.backbones))]
     out.mkdir(parents=True, exist_ok=True)
+    progress = out / "progress.json"
+    state = {"key": key, "n": n, "done": 0}
+    if progress.exists():
+        have = json.loads(progress.read_text())
+        if have.get("key") == key and have.get("n") == n:
+            state = have
+    resume = state["done"] > 0
     arrays = []
     for i, s in enumerate(streams):
         fshape, lshape, *tshape = (tuple(t.shape[1:]) for t in s.outputs)
         fshape = (fshape[0] // feature_pool, fshape[1] // feature_pool, fshape[2])
-        arrays.append(
-            (
-                np.lib.format.open_memmap(out / f"s{i}_features.npy", "w+", np.float16, (n, *fshape)),
-                np.lib.format.open_memmap(out / f"s{i}_levels.npy", "w+", np.float32, (n, *lshape)),
-                *(np.lib.format.open_memmap(out / f"s{i}_taps.npy", "w+", np.float32, (n, *t)) for t in tshape),
-            )
-        )
+        files = [(f"s{i}_features.npy", np.float16, fshape), (f"s{i}_levels.npy", np.float32, lshape),
+                 *((f"s{i}_taps.npy", np.float32, t) for t in tshape)]
+        arrays.append(tuple(_open_array(out / name, dtype, (n, *shape), resume) for name, dtype, shape in files))
+    if resume:
+        print(f"resuming at {state['done']}/{n} (progress.json in {out})", flush=True)
+    first = state["done"]
 
     batches: queue.Queue = queue.Queue(maxsize=3)
 
     def reader() -> None:  # decode on a thread while the backbones run
-        for start in range(0, n, batch_size):
-            batches.put((start, np.stack([load(j) for j in range(start, min(start + batch_size, n))])))
-        batches.put(None)
+        try:
+            for start in range(first, n, batch_size):
+                batches.put((start, np.stack([load(j) for j in range(start, min(start + batch_size, n))])))
+            batches.put(None)
+        except BaseException as e:  # handed to the main thread, which would otherwise wait forever
+            batches.put(e)
 
     threading.Thread(target=reader, daemon=True).start()
     t0 = time.time()
     while (item := batches.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
         start, x = item
         for s, (feat, lev, *tap) in zip(streams, arrays):
             f, lv, *tp = s.predict_on_batch(x)
@@ -109,12 +129,41 @@ def write_outputs(cfg: ModelConfig, load, n: int, out: Path, feature_pool: int, 
             for a, t in zip(tap, tp):
                 a[start : start + len(x)] = np.asarray(t, np.float32)
         done = start + len(x)
-        if done % (batch_size * 20) == 0 or done == n:
+        if (done - first) % (batch_size * flush_every) == 0 or done == n:
+            for a in arrays:
+                for m in a:
+                    m.flush()
+            _write_json(progress, {**state, "done": done})  # only rows already on disk count as done
             el = time.time() - t0
-            print(f"{done}/{n}  {el:.0f}s  {el / done:.3f}s/img  eta {el / done * (n - done):.0f}s", flush=True)
+            rate = el / (done - first)
+            print(f"{done}/{n}  {el:.0f}s  {rate:.3f}s/img  eta {rate * (n - done):.0f}s", flush=True)
     for a in arrays:
         for m in a:
             m.flush()
+    _write_json(progress, {**state, "done": n})
+
+
+def _open_array(path: Path, dtype, shape: tuple, resume: bool) -> np.memmap:
+    """A .npy memory map: the existing file when resuming (it must have this shape and
+    type), else a new one."""
+    if resume and path.exists():
+        a = np.load(path, mmap_mode="r+")
+        if a.shape == shape and a.dtype == dtype:
+            return a
+        raise SystemExit(f"{path} holds {a.dtype} {a.shape}, not {np.dtype(dtype)} {shape}; delete its folder to start afresh")
+    return np.lib.format.open_memmap(path, "w+", dtype, shape)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def samples_key(samples, *settings) -> str:
+    """A digest of the samples (path, score) and the settings their outputs depend on."""
+    h = hashlib.sha256(json.dumps([[str(s.path), s.score] for s in samples] + [list(settings)]).encode())
+    return h.hexdigest()[:16]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,8 +194,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--taps: no candidate taps registered for {', '.join(untapped)}")
     out = Path(args.out)
     t0 = time.time()
+    key = samples_key(samples, cfg.to_dict(), args.feature_pool, args.taps)
     write_outputs(cfg, lambda j: load_model_input(samples[j].path, cfg.image_size), len(samples), out,
-                  args.feature_pool, args.batch_size, args.taps)
+                  args.feature_pool, args.batch_size, args.taps, key=key)
     with open(out / "index.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row", "path", "score", "split", "group"])

@@ -2,15 +2,17 @@
 
 BIQ2021 holds few extreme distortions, so a model fitted to its scores alone can rate a
 photo blurred with sigma 8 above the same photo at sigma 4. Here seeded training photos
-(never validation or test ones) get a moderate and a strong copy of each distortion
-(blur, noise, JPEG); their backbone outputs are cached once, like the dataset's, and
+(never validation or test ones) get a moderate and a strong copy of distortions drawn
+from ``train.synthetic.kinds`` (``classic``: blur, noise and JPEG, each; ``catalogue``:
+``kinds_per_source`` of the catalogue's training kinds, ``train.distortions.TRAINING``,
+drawn per photo); their backbone outputs are cached once, like the dataset's, and
 ``train.fit`` adds a hinge loss on each pair, ``max(0, margin - (s_better - s_worse))``,
 for (source, moderate) and (moderate, strong). No score is invented for a distorted
 photo: only the order, which holds by construction.
 
 The strengths are drawn at random from ranges; the ladders (``train.ladder``) use the
-same kinds of distortion at fixed steps inside those ranges, on photos never used here,
-so they check the trained model on new photos, not on new distortions.
+same kinds at fixed steps on photos never used here, and the catalogue's held-out kinds
+(``train.distortions.HELD_OUT``), which no copy ever shows, check new distortions.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ import numpy as np
 from afiqa.config import ModelConfig
 from train import distortions
 
-# distortion -> (moderate range, strong range) of its strength
-RANGES = {
-    "blur": ((1.5, 3.0), (5.0, 10.0)),
-    "noise": ((8.0, 16.0), (28.0, 50.0)),
-    "jpeg": ((15.0, 30.0), (3.0, 8.0)),
-}
+KIND_SETS = {"classic": distortions.CLASSIC, "catalogue": distortions.TRAINING}
+
+
+def ranges(kind: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(moderate range, strong range) of a training kind's strength."""
+    k = distortions.CATALOGUE[kind]
+    if k.moderate is None:
+        raise ValueError(f"{kind!r} is held out of training (train.distortions.HELD_OUT)")
+    return k.moderate, k.strong
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,27 +48,36 @@ class Copy:
     strength: float
 
 
-def plan(rows_train: np.ndarray, n_sources: int, seed: int) -> list[Copy]:
-    """Seeded distorted copies: for each of ``n_sources`` training rows, each distortion
-    at a moderate (rank 1) and a strong (rank 2) strength."""
+def plan(rows_train: np.ndarray, n_sources: int, seed: int, kinds: str = "classic",
+         per_source: int = 0) -> list[Copy]:
+    """Seeded distorted copies: for each of ``n_sources`` training rows, distortions of
+    the kind set ``kinds`` at a moderate (rank 1) and a strong (rank 2) strength: every
+    kind of the set, or ``per_source`` of them drawn for each row."""
+    names = KIND_SETS[kinds]
     rng = np.random.default_rng(seed)
     sources = np.sort(rng.choice(np.asarray(rows_train), size=min(n_sources, len(rows_train)), replace=False))
-    return [
-        Copy(int(r), kind, rank, round(float(rng.uniform(*RANGES[kind][rank - 1])), 2))
-        for r in sources
-        for kind in RANGES
-        for rank in (1, 2)
-    ]
+    out = []
+    for r in sources:
+        chosen = names if not per_source else [names[k] for k in sorted(rng.choice(len(names), per_source, replace=False))]
+        out += [Copy(int(r), kind, rank, _round(rng.uniform(*ranges(kind)[rank - 1])))
+                for kind in chosen for rank in (1, 2)]
+    return out
+
+
+def _round(x: float) -> float:
+    return round(float(x), 2 if abs(x) >= 0.1 else 4)  # two decimals, as plans always had, unless tiny
+
+
+def plan_of(syn: dict, rows_train: np.ndarray) -> list[Copy]:
+    """The plan of a recipe's ``train.synthetic`` section."""
+    return plan(rows_train, int(syn["sources"]), int(syn["seed"]), syn.get("kinds", "classic"),
+                int(syn.get("kinds_per_source", 0)))
 
 
 def distort(image: np.ndarray, c: Copy) -> np.ndarray:
     """A model input (S, S, 3) float32 0..255 distorted as planned (noise seeded per copy)."""
     rgb = np.clip(image + 0.5, 0, 255).astype(np.uint8)
-    if c.kind == "noise":
-        out = distortions.noise(rgb, c.strength, seed=c.source * 2 + c.rank)
-    else:
-        out = distortions.DISTORTIONS[c.kind](rgb, c.strength)
-    return out.astype(np.float32)
+    return distortions.apply(rgb, c.kind, c.strength, seed=c.source * 2 + c.rank).astype(np.float32)
 
 
 def copies_dir(root: Path, mcfg: ModelConfig, feature_pool: int, copies: list[Copy]) -> Path:
@@ -84,18 +98,18 @@ def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, root: Path):
     from train.cache_features import write_outputs
 
     syn = cfg["train"]["synthetic"]
-    copies = plan(rows_train, int(syn["sources"]), int(syn["seed"]))
+    copies = plan_of(syn, rows_train)
     have = cache.meta["config"]
     mcfg = ModelConfig(backbones=tuple(have["backbones"]), image_size=have["image_size"], multilevel=True,
                        level_taps=cfg["model"].get("level_taps", "sparse"),
                        extra_scales=tuple(have.get("extra_scales", [])))
     feature_pool = int(cache.meta.get("feature_pool", 1))
     out = copies_dir(root, mcfg, feature_pool, copies)
-    if not (out / "meta.json").exists():  # written last: a partial cache is redone
+    if not (out / "meta.json").exists():  # written last; a stopped run resumes (progress.json)
         t0 = time.time()
         print(f"caching {len(copies)} distorted copies of {len({c.source for c in copies})} training photos -> {out}", flush=True)
         write_outputs(mcfg, lambda j: distort(load_model_input(cache.paths[copies[j].source], mcfg.image_size),
-                                              copies[j]), len(copies), out, feature_pool)
+                                              copies[j]), len(copies), out, feature_pool, key=out.name)
         with open(out / "index.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["row", "source", "kind", "rank", "strength"])
