@@ -152,8 +152,12 @@ def score(source, *, model=DEFAULT_MODEL, weights=None, batch_size: int = 8, wor
         if not paths:
             raise AfiqaError("no image files to score")
         # blocks of at most rows_per_block paths, and enough of them to keep every worker busy
+        import pyarrow as pa
+
+        table = pa.table({"path": pa.array(paths, pa.string())})
         blocks = min(len(paths), max(-(-len(paths) // rows_per_block), 4 * workers))
-        ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+        step = -(-len(paths) // blocks)
+        ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, len(paths), step)])
     card = os.fspath(model) if isinstance(model, os.PathLike) else model
     return ds.map_batches(
         Scorer,
@@ -190,8 +194,7 @@ def score_command(args) -> int:
         ray.data.DataContext.get_current().enable_progress_bars = not args.quiet and sys.stderr.isatty()
         if args.quiet:
             logging.getLogger("ray").setLevel(logging.WARNING)
-        ds = score(todo, model=args.model, weights=args.weights, batch_size=args.batch_size,
-                   workers=args.workers, rows_per_block=max(args.batch_size, 64))
+        ds = score(todo, model=args.model, weights=args.weights, batch_size=args.batch_size, workers=args.workers)
         try:
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                 store.add(table)

@@ -11,7 +11,9 @@
   path is relative to the current folder).
 - Anything else is kept as given, so a bad file named explicitly is reported.
 
-Each path appears once, at its first position. Nothing is read over the network here
+Each path appears once, at its first position. A name that is not valid UTF-8 is
+written with its odd bytes escaped (``\\xff``): Arrow holds UTF-8 text only, so such a
+file gets an error row ("no such file") rather than stopping the run. Nothing is read over the network here
 for local inputs; a URI is listed through ``pyarrow.fs``.
 """
 
@@ -44,7 +46,19 @@ def expand(sources) -> list[str]:
             out.extend(map(str, list_images([src])))
         else:
             out.append(src)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(map(_utf8, out)))
+
+
+def _utf8(path: str) -> str:
+    """A file name that is not UTF-8 (``os.fsdecode`` surrogates) with its odd bytes as ``\\xNN``.
+
+    Arrow and Parquet hold UTF-8 text only; such a file then gets an error row.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def read_listing(src: str) -> list[str]:

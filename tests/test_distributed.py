@@ -185,6 +185,7 @@ def test_listing_files_folders_and_uris(photos, tmp_path):
     pq.write_table(pa.table({"id": [1, 2], "path": ["a.jpg", "s3://b/c.jpg"]}), tmp_path / "index.parquet")
     (tmp_path / "index.csv").write_text("path,score\n007.jpg,1\nb.jpg,2\n")
     assert expand([tmp_path / "index.parquet", tmp_path / "index.csv"]) == ["a.jpg", "s3://b/c.jpg", "007.jpg", "b.jpg"]
+    assert expand([os.fsdecode(b"x\xff.jpg")]) == ["x\\xff.jpg"]  # not UTF-8: Arrow-safe, then "no such file"
     (tmp_path / "bad.csv").write_text("file,score\na.jpg,1\n")
     with pytest.raises(AfiqaError, match="needs a 'path' column"):
         expand([tmp_path / "bad.csv"])
