@@ -52,9 +52,11 @@ def import_ray():
 def connect(address: str | None = None, num_cpus: int | None = None):
     """Join the cluster at ``address`` (``auto``, ``host:port``, ``ray://...``), or start a local one.
 
-    An already initialised Ray (e.g. the caller's own ``ray.init``) is used as it is.
+    Without ``address``, ``RAY_ADDRESS`` is used when set (Ray's own convention). An
+    already initialised Ray (e.g. the caller's own ``ray.init``) is used as it is.
     """
     ray = import_ray()
+    address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
