@@ -33,8 +33,8 @@ INSTALL_HINT = "--engine ray needs Ray Data: pip install 'afiqa[ray]'"
 OBJECT_STORE_BYTES = 256 * 2**20  # a local cluster's object store: rows and paths are small
 MAX_FILE_BYTES = 512 * 2**20  # a file read from object storage larger than this is refused
 # A local cluster on a busy machine: a worker (ours imports TensorFlow) gets 300 s to
-# register instead of Ray's 60. (The raylet's 15 s wait for its dashboard agent is fixed in
-# Ray, ray-project/ray#65983: start-up is tried twice.)
+# register instead of Ray's 60. (The raylet's 15 s wait for its dashboard agent is hard-coded,
+# ray-project/ray#65983: start-up is tried twice.)
 LOCAL_CLUSTER_ENV = {"RAY_worker_register_timeout_seconds": "300"}
 
 
@@ -67,7 +67,7 @@ def connect(address: str | None = None, num_cpus: int | None = None):
                          log_to_driver=False, configure_logging=False)
             try:
                 ray.init(**local)
-            except Exception:  # on a busy machine the raylet can miss Ray's 30 s start-up wait: once more
+            except Exception:  # on a busy machine the raylet can give up on its agents (#65983): once more
                 ray.shutdown()
                 ray.init(**local)
     return ray
