@@ -1,6 +1,7 @@
 """The ``afiqa`` command line.
 
     afiqa score PATH... [--csv FILE] [--heatmaps DIR] [--batch-size N] [--model NAME|CARD.json]
+    afiqa score PATH|LISTING... --engine ray [--csv FILE] [--parquet FILE] [--ray-address ADDR] [--workers N]
     afiqa info
 
 Exit codes: 0 every file was scored; 1 some file could not be scored (each is reported,
@@ -57,7 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEFAULT_MODEL, help="a model name from `afiqa info`, or a model card .json")
     s.add_argument("--weights", metavar="FILE", help="weights file to use instead of the resolved one")
     s.add_argument("--quiet", action="store_true", help="no table and no progress bar")
-    s.set_defaults(func=_score)
+    r = s.add_argument_group("scoring at scale (--engine ray; resumable: a rerun with the same output goes on)")
+    r.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: Ray Data workers (pip install 'afiqa[ray]'); "
+                        "PATH may then also be a URI or a .txt/.csv/.parquet listing")
+    r.add_argument("--parquet", metavar="FILE", help=f"write {','.join(CSV_COLUMNS)} rows as Parquet")
+    r.add_argument("--ray-address", metavar="ADDR", help="an existing Ray cluster (default: start one here)")
+    r.add_argument("--workers", type=positive_int, metavar="N", help="scoring workers (default: one per CPU)")
+    s.set_defaults(func=_score_with_engine)
 
     i = sub.add_parser("info", help="version, backend, device, models and where their weights are")
     i.set_defaults(func=_info)
@@ -70,6 +78,17 @@ def positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return n
+
+
+def _score_with_engine(args) -> int:
+    """The one place the engine is chosen: this process, or Ray Data workers."""
+    if args.engine == "ray":
+        from afiqa.distributed import score_command
+
+        return score_command(args)
+    if args.parquet or args.ray_address or args.workers:
+        raise AfiqaError("--parquet, --ray-address and --workers need --engine ray")
+    return _score(args)
 
 
 def _score(args) -> int:
