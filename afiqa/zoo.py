@@ -34,6 +34,9 @@ class ModelCard:
     train_set: str = ""
     test_metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # Other formats of the same model, by format: {"litert": {"file", "sha256", "precision",
+    # "max_score_diff", "check_set", "tolerance", ...}} (``afiqa export`` writes them).
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_score(self, raw: float) -> float:
         """Model output (MOS on [0, 1]) -> the card's score range, clipped."""
@@ -59,6 +62,7 @@ class ModelCard:
             "train_set": self.train_set,
             "test_metrics": dict(self.test_metrics),
             "description": self.description,
+            "exports": {k: dict(v) for k, v in self.exports.items()},
         }
 
     @classmethod
