@@ -5,6 +5,9 @@
     r = p.score("photo.jpg")             # ScoreResult(score=73.2, label='good', ...)
     r = p.score(img, heatmaps=True)      # + r.heatmaps["fused"], r.attention, r.image
     results = p.score_batch(paths)       # never raises for a bad file: see r.error
+
+Scores run on the fastest runtime available (``afiqa.runtime``: LiteRT, else Keras;
+``p.choice`` says which and why); heat-maps on Keras, loaded when first needed.
 """
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ def choose(runtime: str, card, weights=None, weights_dir: Path | None = None, dr
         why = "asked for" if runtime == "keras" else "a Keras weights file was given"
         return Choice("keras", why)
     if runtime == "auto" and has_keras() and gpu_likely():
-        return Choice("keras", "TensorFlow can use a GPU here, which beats LiteRT on the CPU")
+        return Choice("keras", f"Keras ({_backend_package()}) can use the GPU here, which beats LiteRT on the CPU")
     problem = _litert_problem(card, own_tflite)
     if problem is None:
         path, problem = (Path(weights), None) if own_tflite else \
@@ -274,17 +274,20 @@ def _backend_package() -> str:
 
 
 def gpu_likely() -> bool:
-    """Whether TensorFlow could use an NVIDIA GPU here, decided without importing TensorFlow
-    (seconds): a GPU device node and a TensorFlow build other than ``tensorflow-cpu``."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or not Path("/dev/nvidia0").exists():
+    """Whether the Keras backend could use an NVIDIA GPU here, decided without importing it
+    (TensorFlow takes seconds): a GPU device node, and a GPU build of the backend (not
+    ``tensorflow-cpu``; a ``jax-cuda*`` plugin; PyTorch with its CUDA runtime)."""
+    if not Path("/dev/nvidia0").exists() or os.environ.get("CUDA_VISIBLE_DEVICES", "x") in ("", "-1"):
         return False
     from importlib import metadata
 
-    try:
-        metadata.version("tensorflow")
-    except metadata.PackageNotFoundError:
-        return False
-    return os.environ.get("CUDA_VISIBLE_DEVICES", "x") not in ("", "-1")
+    names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()}
+    backend = _backend_package()
+    if backend == "tensorflow":
+        return "tensorflow" in names  # the GPU-capable build; tensorflow-cpu is another name
+    if backend == "jax":
+        return any(n.startswith("jax-cuda") for n in names)
+    return backend == "torch" and any(n.startswith("nvidia-cuda-runtime") for n in names)
 
 
 def device() -> str:

@@ -60,6 +60,27 @@ def speed(path: Path, paths: list[Path], size: int, repeats: int = 3) -> dict:
     return out
 
 
+def check_file(card, path: Path, precision: str, paths, check_name: str, reference) -> dict:
+    """The record ``afiqa.export.export`` makes, for a file converted earlier."""
+    from afiqa.export import TOLERANCE, raw_scores
+    from afiqa.runtime import LiteRTRuntime
+    from afiqa.weights import sha256_of
+
+    lo, hi = card.score_range
+    got = raw_scores(LiteRTRuntime(path, card.config.image_size), paths, card.config.image_size)
+    diff = np.abs(got - reference) * (hi - lo)
+    return {"file": path.name, "sha256": sha256_of(path), "precision": precision, "bytes": path.stat().st_size,
+            "check_set": check_name, "n_check": len(paths), "max_score_diff": round(float(diff.max()), 4),
+            "mean_score_diff": round(float(diff.mean()), 4), "tolerance": TOLERANCE,
+            "converter": f"tensorflow {_tf_version()} TFLiteConverter.from_saved_model"}
+
+
+def _tf_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__
+
+
 def main(argv=None) -> int:
     from afiqa.export import PRECISIONS, TOLERANCE, export, raw_scores, record_in_card
     from afiqa.predictor import load_card
@@ -73,12 +94,20 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", help="JSON {path: Keras score 0-100} of the validation photos")
     ap.add_argument("--json", help="write the measurements here")
     ap.add_argument("--ship", action="store_true", help="copy the chosen one to weights/ and record it in the card")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="only N photos of the validation part, evenly spaced (when time is short)")
+    ap.add_argument("--candidates", help="a folder with NAME-PRECISION.tflite files already converted by "
+                    "afiqa.export.to_litert: checked as they are instead of converted again")
     args = ap.parse_args(argv)
 
     card, weights_dir = load_card(args.model)
     lo, hi = card.score_range
     paths = validation_paths(args.data_dir)
-    check_name = f"BIQ2021 validation part ({len(paths):,} photos of the official train split, seed 2023)"
+    n_val = len(paths)
+    if args.limit and args.limit < n_val:
+        paths = [paths[int(k)] for k in np.linspace(0, n_val - 1, args.limit)]
+    check_name = (f"BIQ2021 validation part ({len(paths):,}" + (f" of its {n_val:,}, evenly spaced" if len(paths) < n_val
+                  else "") + " photos of the official train split, seed 2023)")
     if args.reference:
         ref_scores = json.loads(Path(args.reference).read_text())
         reference = np.array([(ref_scores[str(p)] - lo) / (hi - lo) for p in paths], np.float32)
@@ -90,8 +119,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="afiqa-precision-") as tmp:
         for prec in args.precisions:
             t0 = time.perf_counter()
-            rec = export(args.model, "litert", prec, out=Path(tmp) / f"{card.name}-{prec}.tflite", check=paths,
-                         check_name=check_name, record=False, reference=reference)
+            given = Path(args.candidates or tmp) / f"{card.name}-{prec}.tflite"
+            if args.candidates and given.is_file():
+                rec = check_file(card, given, prec, paths, check_name, reference)
+                shutil.copy(given, Path(tmp) / given.name)
+            else:
+                rec = export(args.model, "litert", prec, out=Path(tmp) / f"{card.name}-{prec}.tflite", check=paths,
+                             check_name=check_name, record=False, reference=reference)
             rec.update(speed(Path(tmp) / rec["file"], paths, card.config.image_size))
             rec["seconds"] = round(time.perf_counter() - t0, 1)
             results[prec] = rec
