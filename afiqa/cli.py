@@ -92,6 +92,11 @@ def _score(args) -> int:
     if not files:
         print("afiqa: no image files found in " + ", ".join(args.paths), file=sys.stderr)
         return 2
+    if args.heatmaps:
+        from afiqa import runtime
+
+        if not runtime.has_keras():  # before loading anything: one sentence, nothing else
+            raise runtime.RuntimeUnavailable(runtime.keras_missing_message("Heat-maps (GradCAM)"))
     predictor = Predictor(args.model, weights=args.weights, batch_size=args.batch_size, runtime=args.runtime)
     heat_dir = Path(args.heatmaps) if args.heatmaps else None
     if heat_dir:

@@ -36,7 +36,7 @@ class RuntimeUnavailable(AfiqaError, RuntimeError):
 
 
 def keras_missing_message(what: str) -> str:
-    return (f"{what} needs TensorFlow and Keras, which are not installed; install them with {TF_HINT} "
+    return (f"{what}: needs TensorFlow and Keras, which are not installed; install them with {TF_HINT} "
             "(scores work without them, through LiteRT).")
 
 
