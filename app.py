@@ -332,8 +332,10 @@ def serve(demo: gr.Blocks, **launch_kwargs):
 
 
 def load_predictor(model: str | None = None, weights: str | None = None) -> Predictor:
-    return Predictor(model or os.environ.get("AFIQA_MODEL") or DEFAULT_MODEL,
-                     weights=weights or os.environ.get("AFIQA_WEIGHTS") or None)
+    predictor = Predictor(model or os.environ.get("AFIQA_MODEL") or DEFAULT_MODEL,
+                          weights=weights or os.environ.get("AFIQA_WEIGHTS") or None)
+    predictor.warm(heatmaps=True, background=True)  # scores warm now; the Keras model for heat-maps on a thread
+    return predictor
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,26 +1,31 @@
-"""How fast afiqa scores photos on this machine, and where the time goes.
+"""How fast afiqa scores photos on this machine, on each runtime side by side.
 
-    python -m afiqa.bench [--model NAME|CARD.json] [--random-weights] [--n 32] [--batch-size 8]
-                          [--repeats 3] [--json OUT]
+    python -m afiqa.bench [--model NAME|CARD.json] [--runtimes litert keras] [--random-weights]
+                          [--n 32] [--batch-size 8] [--repeats 3] [--json OUT]
 
-One run measures, per image, on ``--n`` synthetic 1080x800 JPEG files written to a
-temporary folder:
+One run measures, on ``--n`` synthetic 1080x800 JPEG files written to a temporary
+folder, for each runtime (``afiqa.runtime``: LiteRT when the model has a LiteRT export,
+and Keras), per image:
 
-* decode (``load_rgb``), resize (``to_model_input``) and both, on one thread;
-* the raw forward pass of the backbones alone (``streams_of(model)``, ``predict_on_batch``
-  on ready-made model-size arrays) and of the whole network, at batch 1 and ``--batch-size``;
+* decode (``load_rgb``), resize (``to_model_input``) and both, on one thread (the same
+  input policy whatever the runtime);
+* the runtime's raw forward pass on ready-made model-size arrays at batch 1,
+  ``--batch-size`` and 16, and for Keras the backbones alone (``streams_of(model)``);
 * the pipeline as users run it: ``Predictor.score`` per file (batch 1) and
   ``Predictor.score_batch`` (decode on the thread pool, batched forward), with and without
-  GradCAM (``heatmaps=True``);
-* the ratios pipeline / raw backbones at the same batch size, and GradCAM / plain;
-* what the first call of each took over a timed one (graph tracing, warm-up), the time to
-  build the Predictor, and the peak resident memory (``ru_maxrss``).
+  GradCAM (``heatmaps=True``; heat-maps always run on Keras);
+* start-up: ``Predictor(runtime=...)`` in this process (LiteRT first, before anything
+  has imported TensorFlow), and ``afiqa score one.jpg`` as a fresh process (wall time);
+* ``afiqa score`` on all the photos as a fresh process, per photo with the start-up
+  cancelled out ((T(n) - T(1)) / (n - 1)), and that process's peak resident memory;
+* the target ratio: LiteRT's ``afiqa score`` per photo over the Keras forward pass per
+  image at batch 16, both measured in this run (the issue's target: at most 0.45).
 
-Every timing is the median of ``--repeats`` runs after a warm-up run (``time.perf_counter``);
+Timings are the median of ``--repeats`` runs after a warm-up run (``time.perf_counter``);
 the repeats go round all measurements in turn, so a busy machine slows all rows alike.
 ``--random-weights`` builds the card's architecture (default: ``ModelConfig()``, the
-real one) with random weights, for when trained weights are not at hand: speed does not
-depend on weight values.
+real one) with random weights, for when trained weights are not at hand (Keras only):
+speed does not depend on weight values.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +47,8 @@ import numpy as np
 from afiqa.cli import positive_int
 
 PHOTO_SIZE = (1080, 800)  # width, height of the test photos
+RUNTIMES = ("litert", "keras")
+TARGET_BATCH = 16  # the Keras forward pass the target compares with
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,14 +58,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with tempfile.TemporaryDirectory(prefix="afiqa-bench-") as tmp:
-            predictor, what, startup = _predictor(args, Path(tmp))
+            predictors, what, card_ref, skipped = _predictors(args, Path(tmp))
             files = make_photos(Path(tmp), args.n, PHOTO_SIZE)
-            report = run(predictor, files, batch_size=args.batch_size, repeats=args.repeats)
+            report = run(predictors, files, batch_size=args.batch_size, repeats=args.repeats)
+            runs = min(2, args.repeats)
+            report["cli"] = {name: cli_times(card_ref, name, files, args.weights, runs) for name in predictors}
     except AfiqaError as e:
         hint = "" if args.random_weights else " (--random-weights times the architecture without trained weights)"
         print(f"afiqa.bench: {e}{hint}", file=sys.stderr)
         return 2
-    report["model"], report["startup_s"] = what, startup
+    report["model"], report["skipped"] = what, skipped
+    report["target"] = target(report)
     print(markdown(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
@@ -71,8 +82,10 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help=f"model name or card .json (default {DEFAULT_MODEL}; "
                    "with --random-weights and no --model: ModelConfig() defaults)")
-    p.add_argument("--weights", metavar="FILE", help="weights file instead of the resolved one")
+    p.add_argument("--weights", metavar="FILE", help="Keras weights file instead of the resolved one (Keras only)")
     p.add_argument("--random-weights", action="store_true", help="random weights: no trained weights needed")
+    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
+                   help="runtimes to compare (default: both; one the model cannot run on is left out)")
     p.add_argument("--n", type=positive_int, default=32, help="number of photos (default 32)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="batch size of the batched runs (default 8)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats; the median is reported (default 3)")
@@ -80,19 +93,39 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _predictor(args, tmp: Path):
-    """A Predictor, a line saying which model it is, and the seconds ``Predictor()`` took."""
-    from afiqa.predictor import Predictor, load_card
+def _predictors(args, tmp: Path):
+    """{runtime: (Predictor, seconds Predictor() took)}, a line saying which model, the
+    model reference for ``afiqa score``, and {runtime: why it was left out}."""
+    from afiqa.errors import AfiqaError
+    from afiqa.predictor import Predictor
     from afiqa.zoo import DEFAULT_MODEL
 
-    if not args.random_weights:
+    ref, weights = args.model or DEFAULT_MODEL, args.weights
+    if args.random_weights:
+        ref, weights = _random_card(args, tmp), None
+    runtimes = [r for r in RUNTIMES if r in args.runtimes]  # LiteRT first: nothing has imported TensorFlow yet
+    out, skipped = {}, {}
+    for name in runtimes:
         t0 = time.perf_counter()
-        p = Predictor(args.model or DEFAULT_MODEL, weights=args.weights, batch_size=args.batch_size)
-        return p, f"{p.card.name} ({p.weights_path})", time.perf_counter() - t0
+        try:
+            p = Predictor(ref, weights=weights if name == "keras" else None, batch_size=args.batch_size, runtime=name)
+        except AfiqaError as e:
+            if name == "keras" or len(runtimes) == 1:
+                raise
+            skipped[name] = str(e)
+            continue
+        out[name] = (p, time.perf_counter() - t0)
+    first = next(iter(out.values()))[0]
+    what = f"{first.card.name}" + (" (random weights)" if args.random_weights else "")
+    return out, what, ref, skipped
+
+
+def _random_card(args, tmp: Path) -> Path:
     import keras
 
     from afiqa.config import ModelConfig
     from afiqa.model import build_model
+    from afiqa.predictor import load_card
     from afiqa.weights import sha256_of
     from afiqa.zoo import ModelCard
 
@@ -105,10 +138,7 @@ def _predictor(args, tmp: Path):
                      weights_file=weights.name, sha256=sha256_of(weights), hub_repo="none/none")
     card_path = tmp / "random.json"
     card_path.write_text(json.dumps(card.to_dict()))
-    t0 = time.perf_counter()
-    p = Predictor(card_path, batch_size=args.batch_size)
-    what = f"{card.name}: {' + '.join(cfg.backbones)} at {cfg.image_size} px, random weights"
-    return p, what, time.perf_counter() - t0
+    return card_path
 
 
 def make_photos(folder: Path, n: int, size: tuple[int, int] = PHOTO_SIZE) -> list[Path]:
@@ -140,90 +170,150 @@ def make_photos(folder: Path, n: int, size: tuple[int, int] = PHOTO_SIZE) -> lis
     return files
 
 
-def run(predictor, files: list[Path], batch_size: int = 8, repeats: int = 3) -> dict:
-    """Every measurement: seconds per image for each row, the ratios, memory and the machine.
+def run(predictors: dict, files: list[Path], batch_size: int = 8, repeats: int = 3) -> dict:
+    """Every in-process measurement, per runtime: seconds per image for each row, the
+    ratios, start-up, memory and the machine.
 
     Each measurement is called once untimed (its first call: graph tracing, warm-up), in
     the order of the table; then the timed repeats go round all of them in turn, so that a
     change in the machine's load falls on every row alike rather than on a few.
     """
     from afiqa.inputs import load_rgb, to_model_input
-    from afiqa.model import streams_of
 
-    size, model = predictor.size, predictor.model
-    streams = streams_of(model)
+    any_p = next(iter(predictors.values()))[0]
+    size = any_p.size
     n, b = len(files), max(1, min(batch_size, len(files)))
     k = min(n, 8)  # per-file runs use the first k files
     rgbs = [load_rgb(f, min_size=size) for f in files[:k]]
     rng = np.random.default_rng(0)
-    x = {bs: rng.uniform(0, 255, (bs, size, size, 3)).astype(np.float32) for bs in sorted({1, b})}
+    x = {bs: rng.uniform(0, 255, (bs, size, size, 3)).astype(np.float32) for bs in sorted({1, b, TARGET_BATCH})}
 
-    def batched(heatmaps: bool):
-        def go():
-            predictor.batch_size = b
-            predictor.score_batch(files, heatmaps=heatmaps)
-        return go
-
-    # (key, name, batch, function, images per call)
+    # (runtime, key, name, batch, function, images per call); runtime "" = the same for every runtime
     tasks = [
-        ("decode", "decode (load_rgb)", 1, lambda: [load_rgb(f, min_size=size) for f in files[:k]], k),
-        ("resize", "resize (to_model_input)", 1, lambda: [to_model_input(r, size) for r in rgbs], k),
-        ("decode_resize", "decode + resize", 1,
+        ("", "decode", "decode (load_rgb)", 1, lambda: [load_rgb(f, min_size=size) for f in files[:k]], k),
+        ("", "resize", "resize (to_model_input)", 1, lambda: [to_model_input(r, size) for r in rgbs], k),
+        ("", "decode_resize", "decode + resize", 1,
          lambda: [to_model_input(load_rgb(f, min_size=size), size) for f in files[:k]], k),
-        ("single", "pipeline: score(path)", 1, lambda: [predictor.score(f) for f in files[:k]], k),
-        ("batched", "pipeline: score_batch(paths)", b, batched(False), n),
-        ("cam_single", "pipeline + GradCAM: score(path, heatmaps=True)", 1,
-         lambda: [predictor.score(f, heatmaps=True) for f in files[:k]], k),
-        ("cam_batched", "pipeline + GradCAM: score_batch(paths, heatmaps=True)", b, batched(True), n),
     ]
-    for bs, xb in x.items():
-        tasks.append((f"raw_{bs}", "raw backbones (streams only)", bs,
-                      (lambda xb=xb: [s.predict_on_batch(xb) for s in streams]), bs))
-    for bs, xb in x.items():
-        tasks.append((f"whole_{bs}", "raw whole network", bs, (lambda xb=xb: model.predict_on_batch(xb)), bs))
+    for name, (p, _) in predictors.items():
+        tasks += _runtime_tasks(name, p, files, k, b, x)
 
-    old_bs = predictor.batch_size
-    first, rss, times = {}, {}, {key: [] for key, *_ in tasks}
+    first, rss, times = {}, {}, {}
+    old = {name: p.batch_size for name, (p, _) in predictors.items()}
     try:
-        for key, _, _, fn, _ in tasks:
+        for rt, key, _, _, fn, _ in tasks:
             t0 = time.perf_counter()
             fn()
-            first[key] = time.perf_counter() - t0
-            rss[key] = _peak_rss_mb()
+            first[rt, key] = time.perf_counter() - t0
+            rss[rt, key] = _peak_rss_mb()
+            times[rt, key] = []
         for _ in range(max(1, repeats)):
-            for key, _, _, fn, _ in tasks:
+            for rt, key, _, _, fn, _ in tasks:
                 t0 = time.perf_counter()
                 fn()
-                times[key].append(time.perf_counter() - t0)
+                times[rt, key].append(time.perf_counter() - t0)
     finally:
-        predictor.batch_size = old_bs
+        for name, (p, _) in predictors.items():
+            p.batch_size = old[name]
 
     rows, per = [], {}
-    for key, name, batch, _, count in tasks:
-        med = statistics.median(times[key])
-        per[key] = med / count
+    for rt, key, name, batch, _, count in tasks:
+        med = statistics.median(times[rt, key])
+        per[rt, key] = med / count
         rows.append({
-            "key": key, "name": name, "batch": batch, "per_image_s": med / count,
-            "min_per_image_s": min(times[key]) / count,
-            "first_call_extra_s": max(0.0, first[key] - med),  # tracing, warm-up
-            "peak_rss_mb_after_first_call": rss[key],
+            "runtime": rt, "key": key, "name": name, "batch": batch, "per_image_s": med / count,
+            "min_per_image_s": min(times[rt, key]) / count,
+            "first_call_extra_s": max(0.0, first[rt, key] - med),  # tracing, warm-up
+            "peak_rss_mb_after_first_call": rss[rt, key],
         })
+    ratios = {}
+    for rt in predictors:
+        ratios[f"{rt}: pipeline / raw forward, batch 1"] = per[rt, "single"] / per[rt, "raw_1"]
+        ratios[f"{rt}: pipeline / raw forward, batch {b}"] = per[rt, "batched"] / per[rt, f"raw_{b}"]
+        ratios[f"{rt}: GradCAM / plain, batch {b}"] = per[rt, "cam_batched"] / per[rt, "batched"]
+    if "litert" in predictors and "keras" in predictors:
+        ratios[f"litert / keras, score_batch, batch {b}"] = per["litert", "batched"] / per["keras", "batched"]
     return {
         "rows": rows,
-        "ratios": {
-            "pipeline / raw backbones, batch 1": per["single"] / per["raw_1"],
-            f"pipeline / raw backbones, batch {b}": per["batched"] / per[f"raw_{b}"],
-            "GradCAM / plain, batch 1": per["cam_single"] / per["single"],
-            f"GradCAM / plain, batch {b}": per["cam_batched"] / per["batched"],
-        },
+        "ratios": ratios,
+        "startup_s": {rt: t for rt, (_, t) in predictors.items()},
+        "why": {rt: p.choice.reason for rt, (p, _) in predictors.items()},
         "peak_rss_mb": _peak_rss_mb(),
         "n": n,
         "batch_size": b,
         "repeats": repeats,
         "photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG",
         "input_size": size,
-        "machine": _machine(),
+        "machine": _machine("keras" in predictors),
     }
+
+
+def _runtime_tasks(rt: str, p, files, k: int, b: int, x: dict) -> list:
+    def batched(heatmaps: bool):
+        def go():
+            p.batch_size = b
+            p.score_batch(files, heatmaps=heatmaps)
+        return go
+
+    tasks = [
+        (rt, "single", "pipeline: score(path)", 1, lambda: [p.score(f) for f in files[:k]], k),
+        (rt, "batched", "pipeline: score_batch(paths)", b, batched(False), len(files)),
+        (rt, "cam_batched", "pipeline + GradCAM: score_batch(paths, heatmaps=True)", b, batched(True), len(files)),
+    ]
+    for bs, xb in x.items():
+        tasks.append((rt, f"raw_{bs}", "raw forward (runtime.predict)", bs, (lambda xb=xb: p.runtime.predict(xb)), bs))
+    if rt == "keras":
+        from afiqa.model import streams_of
+
+        streams = streams_of(p.model)
+        tasks.append((rt, f"streams_{b}", "raw backbones alone (streams, predict_on_batch)", b,
+                      lambda: [s.predict_on_batch(x[b]) for s in streams], b))
+    return tasks
+
+
+def cli_times(model_ref, runtime: str, files: list[Path], weights=None, runs: int = 2) -> dict:
+    """``afiqa score`` as a fresh process: wall time on one photo and on all of them (each
+    the fastest of ``runs`` runs), the per-photo time with the start-up cancelled out, and
+    the peak resident memory of the run on all photos."""
+    def once(paths):
+        cmd = [sys.executable, "-m", "afiqa", "score", *map(str, paths), "--quiet", "--runtime", runtime,
+               "--model", str(model_ref)] + (["--weights", str(weights)] if weights and runtime == "keras" else [])
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_child_env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        err = proc.stderr.read().decode(errors="replace").strip()
+        proc.stderr.close()
+        if os.waitstatus_to_exitcode(status) != 0:
+            from afiqa.errors import AfiqaError
+
+            raise AfiqaError(f"`afiqa score --runtime {runtime}` failed: {err.splitlines()[-1] if err else status}")
+        return wall, usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+    one = min(once(files[:1])[0] for _ in range(runs))
+    alls = [once(files) for _ in range(runs)]
+    all_ = min(w for w, _ in alls)
+    n = len(files)
+    return {"one_photo_s": one, "all_photos_s": all_, "n": n,
+            "per_photo_s": (all_ - one) / (n - 1) if n > 1 else float("nan"),
+            "peak_rss_mb": max(m for _, m in alls)}
+
+
+def _child_env() -> dict:
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
+def target(report: dict) -> dict | None:
+    """LiteRT ``afiqa score`` per photo / Keras forward per image at batch 16 (target <= 0.45)."""
+    cli = report.get("cli", {}).get("litert")
+    keras_fwd = next((r["per_image_s"] for r in report["rows"]
+                      if r["runtime"] == "keras" and r["key"] == f"raw_{TARGET_BATCH}"), None)
+    if not cli or not keras_fwd:
+        return None
+    return {"litert_cli_per_photo_s": cli["per_photo_s"], "keras_forward_batch_16_s": keras_fwd,
+            "ratio": cli["per_photo_s"] / keras_fwd, "goal": 0.45}
 
 
 def _peak_rss_mb() -> float:
@@ -231,39 +321,68 @@ def _peak_rss_mb() -> float:
     return kb / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def _machine() -> dict:
+def _machine(with_keras: bool) -> dict:
     from afiqa import runtime
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
         "cpus": os.cpu_count(),
+        "threads": runtime.cpu_threads(),
+        "processor": platform.processor() or platform.machine(),
         "load_avg_1_5_15": [round(v, 2) for v in load],
         "python": platform.python_version(),
-        "backend": runtime.backend(),
-        "device": runtime.device(),
+        "backend": runtime.backend() if with_keras else "none",
+        "device": runtime.device() if with_keras else "CPU",
     }
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
+    rts = list(report["startup_s"])
     lines = [
         f"afiqa speed: {report.get('model', '?')}; {report['n']} photos of {report['photo']}, "
         f"model input {report['input_size']} px; median of {report['repeats']}",
-        f"machine: {m['cpus']} CPUs, load average {m['load_avg_1_5_15']}, {m['backend']} on {m['device']}",
+        f"machine: {m['cpus']} CPUs ({m['processor']}), load average {m['load_avg_1_5_15']}; "
+        f"Keras {m['backend']} on {m['device']}",
+        *[f"{rt}: {why}" for rt, why in report.get("why", {}).items()],
+        *[f"left out: {rt}: {why}" for rt, why in report.get("skipped", {}).items()],
         "",
-        "| measurement | batch | per image (ms) | images/s | first call extra (s) | peak RSS after (MB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "per image, ms (first call extra, s)",
+        "",
+        "| measurement | batch | " + " | ".join(rts) + " |",
+        "|---|---:|" + "---:|" * len(rts),
     ]
+    cells: dict = {}
+    order: list = []
     for r in report["rows"]:
-        t = r["per_image_s"]
-        lines.append(f"| {r['name']} | {r['batch']} | {t * 1e3:.1f} | {1 / t:.1f} | {r['first_call_extra_s']:.2f} | "
-                     f"{r['peak_rss_mb_after_first_call']:.0f} |")
+        key = (r["name"], r["batch"])
+        if key not in cells:
+            cells[key], _ = {}, order.append(key)
+        cell = f"{r['per_image_s'] * 1e3:.1f} ({r['first_call_extra_s']:.2f})"
+        for rt in ([r["runtime"]] if r["runtime"] else rts):
+            cells[key][rt] = cell
+    for key in order:
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells[key].get(rt, "") for rt in rts) + " |")
+    cli = report.get("cli", {})
+    lines.append("| start-up: Predictor(runtime=...), s | | "
+                 + " | ".join(f"{report['startup_s'][rt]:.2f}" for rt in rts) + " |")
+    if cli:
+        lines.append("| `afiqa score one.jpg`, fresh process, wall s | | "
+                     + " | ".join(f"{cli[rt]['one_photo_s']:.2f}" for rt in rts) + " |")
+        lines.append(f"| `afiqa score` on {report['n']} photos, per photo (start-up cancelled out) | "
+                     f"{report['batch_size']} | " + " | ".join(f"{cli[rt]['per_photo_s'] * 1e3:.1f}" for rt in rts) + " |")
+        lines.append(f"| `afiqa score` on {report['n']} photos, peak memory MB | | "
+                     + " | ".join(f"{cli[rt]['peak_rss_mb']:.0f}" for rt in rts) + " |")
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["ratios"].items()]
-    if report.get("startup_s") is not None:
-        lines += ["", f"startup, Predictor() (build the network, load the weights): {report['startup_s']:.1f} s"]
-    lines += [f"peak resident memory: {report['peak_rss_mb']:.0f} MB"]
-    lines += ["first call extra: what the first call took over a timed one (graph tracing, warm-up), "
+    t = report.get("target")
+    if t:
+        verdict = "met" if t["ratio"] <= t["goal"] else "NOT met"
+        lines += ["", f"target: LiteRT `afiqa score` per photo {t['litert_cli_per_photo_s'] * 1e3:.1f} ms / Keras "
+                  f"forward per image at batch {TARGET_BATCH} {t['keras_forward_batch_16_s'] * 1e3:.1f} ms = "
+                  f"{t['ratio']:.2f} (goal <= {t['goal']}: {verdict})"]
+    lines += [f"peak resident memory of this process (every runtime loaded): {report['peak_rss_mb']:.0f} MB",
+              "first call extra: what the first call took over a timed one (graph tracing, warm-up), "
               "in the order of the table"]
     return "\n".join(lines)
 

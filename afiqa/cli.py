@@ -2,6 +2,7 @@
 
     afiqa score PATH... [--csv FILE] [--heatmaps DIR] [--batch-size N] [--model NAME|CARD.json]
     afiqa score PATH|LISTING... --engine ray [--csv FILE] [--parquet FILE] [--ray-address ADDR] [--workers N]
+    afiqa export --model NAME|CARD.json --format litert [--precision fp32|fp16|int8] [--out FILE]
     afiqa info
 
 Exit codes: 0 every file was scored; 1 some file could not be scored (each is reported,
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEFAULT_MODEL, help="a model name from `afiqa info`, or a model card .json")
     s.add_argument("--weights", metavar="FILE", help="weights file to use instead of the resolved one")
     s.add_argument("--quiet", action="store_true", help="no table and no progress bar")
+    s.add_argument("--runtime", choices=("auto", "litert", "keras"), default="auto",
+                   help="what computes the scores (default auto: the fastest available; `afiqa info` says which)")
     r = s.add_argument_group("scoring at scale (--engine ray; resumable: a rerun with the same output goes on)")
     r.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process; ray: Ray Data workers (pip install 'afiqa[ray]'); "
@@ -67,7 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=positive_int, metavar="N", help="scoring workers (default: one per CPU)")
     s.set_defaults(func=_score_with_engine)
 
-    i = sub.add_parser("info", help="version, backend, device, models and where their weights are")
+    e = sub.add_parser("export", help="export a model for LiteRT and record it in its model card")
+    e.add_argument("--model", default=DEFAULT_MODEL, help="a model name, or a model card .json")
+    e.add_argument("--format", default="litert", choices=("litert",))
+    e.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"),
+                   help="fp16 (default): half the size of fp32, same scores within 0.1 on the check set")
+    e.add_argument("--out", metavar="FILE", help="where to write it (default: NAME.tflite beside the weights)")
+    e.add_argument("--weights", metavar="FILE", help="Keras weights file to export instead of the resolved one")
+    e.add_argument("--check", nargs="+", metavar="PATH", help="photos or folders to compare it with Keras on "
+                   "(default: the repository's examples/)")
+    e.add_argument("--force", action="store_true", help="replace an existing output file")
+    e.set_defaults(func=_export)
+
+    i = sub.add_parser("info", help="version, runtime, backend, device, models and where their weights are")
     i.set_defaults(func=_info)
     return p
 
@@ -100,13 +115,20 @@ def _score(args) -> int:
     if not files:
         print("afiqa: no image files found in " + _printable(", ".join(args.paths)), file=sys.stderr)
         return 2
+    if args.heatmaps:
+        from afiqa import runtime
+
+        if not runtime.has_keras():  # before loading anything: one sentence, nothing else
+            raise runtime.RuntimeUnavailable(runtime.keras_missing_message("Heat-maps (GradCAM)"))
     heat_dir = Path(args.heatmaps) if args.heatmaps else None
     _check_outputs(args.csv, heat_dir, files)  # before the model loads: a mistake costs no wait
     out = ScoreCsv(args.csv, extra=("heatmap",)) if args.csv else None  # also proves the folder is writable
     try:
         if heat_dir:
             _make_dir(heat_dir)
-        predictor = Predictor(args.model, weights=args.weights, batch_size=args.batch_size)
+        predictor = Predictor(args.model, weights=args.weights, batch_size=args.batch_size, runtime=args.runtime)
+        if heat_dir:
+            predictor.keras_runtime()  # heat-maps need Keras: say so before scoring anything
     except BaseException:
         if out:
             out.discard()
@@ -236,20 +258,60 @@ def _save_overlay(r, path: Path, heat_dir: Path, used: set) -> Path:
     return target
 
 
+def _export(args) -> int:
+    from afiqa.export import export
+    from afiqa.inputs import list_images
+
+    check = list_images(args.check) if args.check else None
+    rec = export(args.model, args.format, args.precision, out=args.out, weights=args.weights,
+                 check=check, check_name=", ".join(args.check) if args.check else None, force=args.force)
+    print(f"wrote {rec['file']} ({rec['precision']}, {rec['bytes'] / 1e6:.1f} MB, sha256 {rec['sha256']})")
+    print(f"scores vs Keras on {rec['n_check']} photos ({rec['check_set']}): largest difference "
+          f"{rec['max_score_diff']:.3f}, mean {rec['mean_score_diff']:.3f} (0-100 scale; tolerance {rec['tolerance']})")
+    print(f"recorded in {rec['card']} under exports.{args.format}")
+    from afiqa.zoo import MODELS
+
+    if args.model in MODELS:
+        print(f"the table entry in afiqa/zoo.py must carry the same record: exports={{{args.format!r}: ...}}")
+    if rec["max_score_diff"] > rec["tolerance"]:
+        print(f"afiqa: the export differs from Keras by more than {rec['tolerance']}; "
+              "try a higher --precision", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _info(args) -> int:
     from afiqa import runtime
-    from afiqa.weights import describe_weights
+    from afiqa.weights import describe_file, describe_weights
     from afiqa.zoo import DEFAULT_MODEL, MODELS
 
     print(f"afiqa {__version__}")
-    print(f"backend: {runtime.backend()}")
-    print(f"device: {runtime.device()}")
+    keras_scores = False
+    try:
+        choice = runtime.choose("auto", MODELS[DEFAULT_MODEL], dry=True)
+        print(f"runtime: {choice.name} ({choice.reason})")
+        keras_scores = choice.name == "keras"
+    except AfiqaError as e:
+        print(f"runtime: none ({e})")
+    lite = f"ai-edge-litert, XNNPACK, {runtime.cpu_threads()} threads" if runtime.has_litert() else \
+        f"not installed ({runtime.LITERT_HINT})"
+    print(f"LiteRT: {lite}")
+    if runtime.has_keras():
+        print(f"backend: {runtime.backend()}")
+        print(f"device: {runtime.device()} (Keras: heat-maps{', scores' if keras_scores else ''})")
+    else:
+        print(f"backend: none: Keras/TensorFlow not installed (heat-maps and training need them: {runtime.TF_HINT})")
+        print("device: CPU (LiteRT)")
     print(f"models ({len(MODELS)}):")
     for name, card in MODELS.items():
         mark = " (default)" if name == DEFAULT_MODEL else ""
         cfg = card.config
         print(f"  {name}{mark}: {' + '.join(cfg.backbones)} at {cfg.image_size} px; trained on {card.train_set or '?'}")
         print(f"    weights: {describe_weights(card)}")
+        rec = runtime.litert_export(card)
+        if rec:
+            print(f"    litert: {describe_file(card, rec['file'])}, {rec.get('precision')}, largest score difference "
+                  f"to Keras {rec.get('max_score_diff')} on {rec.get('check_set')}")
     return 0
 
 

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from afiqa.model import HEAD, spatial_map_name, stream_name, streams_of
+
+if TYPE_CHECKING:
+    import keras  # imported where a model is run: overlay() and friends need no Keras
 
 FUSED = "fused"
 
@@ -92,6 +95,8 @@ def _head_view(head: keras.Model, n_streams: int) -> keras.Model:
     """The head with its spatial-attention maps as extra outputs (built once per head)."""
     view = _VIEWS.get(head)
     if view is None:
+        import keras
+
         names = {layer.name for layer in head.layers}
         with_att = [i for i in range(n_streams) if spatial_map_name(i) in names]
         view = keras.Model(
@@ -104,6 +109,8 @@ def _head_view(head: keras.Model, n_streams: int) -> keras.Model:
 
 def _value_and_grads(view: keras.Model, feats: list, wrt: list[int]):
     """Outputs of ``view(feats)`` and d(sum of scores)/d(feats[k]) for k in ``wrt``."""
+    import keras
+
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf

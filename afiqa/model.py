@@ -16,12 +16,15 @@ gradients of the head's score with respect to them (``afiqa.explain``).
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
 
-from afiqa.attention import ChannelAttention, SpatialAttentionMap
 from afiqa.backbones import get_backbone
 from afiqa.config import ModelConfig
-from afiqa.layers import BackbonePreprocess, GlobalPooling
+
+if TYPE_CHECKING:
+    import keras
+# Keras (and the layers built on it) is imported by the builders, not here: the names
+# below (HEAD, stream_name...) are read by modules that must import without TensorFlow.
 
 HEAD = "head"
 SCORE_LAYER = "score"
@@ -38,6 +41,10 @@ def spatial_map_name(i: int) -> str:
 
 def build_stream(cfg: ModelConfig, i: int, weights: str | None = None) -> keras.Model:
     """Image -> [feature map] (+ [pooled earlier levels] when ``cfg.multilevel``)."""
+    import keras
+
+    from afiqa.layers import BackbonePreprocess, GlobalPooling
+
     spec = get_backbone(cfg.backbones[i])
     shape = (cfg.image_size, cfg.image_size, 3)
     backbone = spec.build(weights=weights)
@@ -69,6 +76,11 @@ def build_head(cfg: ModelConfig, stream_output_shapes: list[list[tuple]], prepoo
     ``prepooled``: the feature maps given are already pooled by ``cfg.feature_pool``
     (training on cached features); the weights are the same either way.
     """
+    import keras
+
+    from afiqa.attention import ChannelAttention, SpatialAttentionMap
+    from afiqa.layers import GlobalPooling
+
     inputs, pooled = [], []
     for i, shapes in enumerate(stream_output_shapes):
         fmap = keras.Input(shapes[0][1:], name=f"s{i}_features")
@@ -110,6 +122,8 @@ def member_score_names(cfg: ModelConfig) -> list[str]:
 def member_view(head: keras.Model, cfg: ModelConfig) -> keras.Model:
     """The head with every member's score as an output, (B, K), sharing its weights (the
     head itself for one member): what training fits, one loss per member."""
+    import keras
+
     if cfg.head_members == 1:
         return head
     scores = [head.get_layer(n).output for n in member_score_names(cfg)]
@@ -117,6 +131,8 @@ def member_view(head: keras.Model, cfg: ModelConfig) -> keras.Model:
 
 
 def _regressor(cfg: ModelConfig, x, suffix: str):
+    import keras
+
     for k, units in enumerate(cfg.head_units):
         x = keras.layers.Dropout(cfg.dropout, name=f"head_dropout_{k}{suffix}")(x)
         x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{k}{suffix}")(x)
@@ -130,6 +146,8 @@ def build_model(cfg: ModelConfig, backbone_weights: str | None | type(...) = ...
     ``backbone_weights`` overrides ``cfg.backbone_weights`` (pass ``None`` when trained
     afiqa weights, which hold the backbones too, are loaded right after).
     """
+    import keras
+
     weights = cfg.backbone_weights if backbone_weights is ... else backbone_weights
     streams = [build_stream(cfg, i, weights) for i in range(len(cfg.backbones))]
     image = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")

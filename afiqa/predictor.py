@@ -5,12 +5,16 @@
     r = p.score("photo.jpg")             # ScoreResult(score=73.2, label='good', ...)
     r = p.score(img, heatmaps=True)      # + r.heatmaps["fused"], r.attention, r.image
     results = p.score_batch(paths)       # never raises for a bad file: see r.error
+
+Scores run on the fastest runtime available (``afiqa.runtime``: LiteRT, else Keras;
+``p.choice`` says which and why); heat-maps on Keras, loaded when first needed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,7 +62,12 @@ def load_card(model: str | os.PathLike | ModelCard) -> tuple[ModelCard, Path | N
 
 
 class Predictor:
-    """A loaded model. Thread-compatible for scoring; load it once and reuse it."""
+    """A loaded model. Thread-compatible for scoring; load it once and reuse it.
+
+    ``runtime``: ``"auto"`` (the fastest available), ``"litert"`` or ``"keras"``
+    (``afiqa.runtime``); ``self.choice.reason`` says why. Heat-maps always run on Keras,
+    built on first use (or ahead, by ``warm(heatmaps=True)``).
+    """
 
     def __init__(
         self,
@@ -66,24 +75,62 @@ class Predictor:
         weights: str | os.PathLike | None = None,
         batch_size: int = 8,
         workers: int = 2,
+        runtime: str = "auto",
     ):
-        from afiqa.model import build_model
-        from afiqa.weights import resolve_weights
+        from afiqa import runtime as runtimes
 
-        self.card, weights_dir = load_card(model)
-        self.weights_path = resolve_weights(self.card, weights, weights_dir)
-        self.model = build_model(self.card.config, backbone_weights=None)
-        try:
-            self.model.load_weights(self.weights_path)
-        except Exception as e:  # h5py/keras raise many types for a bad file
-            raise WeightsError(
-                f"{self.weights_path} could not be loaded as the weights of {self.card.name} "
-                f"({str(e).splitlines()[0][:160]}); delete it so it is fetched again, or pass the right file"
-            ) from None
+        self.card, self._weights_dir = load_card(model)
+        self._weights = weights
+        self.runtime, self.choice = runtimes.select(runtime, self.card, weights, self._weights_dir)
+        self._keras = self.runtime if self.runtime.name == "keras" else None
+        self._keras_lock = threading.Lock()
         self.size = self.card.config.image_size
         self.batch_size = max(1, int(batch_size))
-        self._forward = None  # the traced forward pass, made on first use
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="afiqa-decode")
+
+    @property
+    def weights_path(self) -> Path:
+        """The file scoring runs on (``.weights.h5`` for Keras, ``.tflite`` for LiteRT)."""
+        return self.runtime.path
+
+    @property
+    def model(self):
+        """The Keras model (built on first use when scores run on LiteRT)."""
+        return self.keras_runtime().model
+
+    def keras_runtime(self):
+        """The Keras runtime, for heat-maps; raises one clear sentence if it cannot load here."""
+        if self._keras is None:
+            with self._keras_lock:
+                if self._keras is None:
+                    from afiqa import runtime as runtimes
+
+                    if not runtimes.has_keras():
+                        raise runtimes.RuntimeUnavailable(runtimes.keras_missing_message("Heat-maps (GradCAM)"))
+                    if self.runtime.name == runtimes.LITERT and self._weights is not None:
+                        raise runtimes.RuntimeUnavailable(
+                            f"Heat-maps need the model's Keras weights, but {self._weights} is a LiteRT file; "
+                            "run without --weights, or with the .weights.h5 file.")
+                    self._keras = runtimes.load_keras(self.card, None, self._weights_dir)
+        return self._keras
+
+    def warm(self, heatmaps: bool = False, background: bool = False) -> threading.Thread | None:
+        """Run the scoring runtime once so the first request is not slow; with ``heatmaps``,
+        also build and run the Keras model for heat-maps (on a thread with ``background``)."""
+        x = np.zeros((1, self.size, self.size, 3), np.float32)
+        self.runtime.predict(x)
+        if not heatmaps:
+            return None
+
+        def keras_too():
+            self.keras_runtime().explain(x)
+
+        if not background:
+            keras_too()
+            return None
+        t = threading.Thread(target=_quietly, args=(keras_too,), name="afiqa-warm-keras", daemon=True)
+        t.start()
+        return t
 
     # -- scoring --------------------------------------------------------------------
     def score(self, image: ImageSource, heatmaps: bool = False) -> ScoreResult:
@@ -113,9 +160,7 @@ class Predictor:
 
     def predict_raw(self, inputs: np.ndarray) -> np.ndarray:
         """Model output (MOS on [0, 1]) for a batch of model inputs (B, S, S, 3), 0..255."""
-        if self._forward is None:
-            self._forward = _forward_fn(self.model, self.size)
-        return np.asarray(self._forward(np.asarray(inputs, np.float32))).reshape(-1)
+        return self.runtime.predict(np.asarray(inputs, np.float32))
 
     # -- internals --------------------------------------------------------------------
     def _decode(self, name: str, src):
@@ -133,9 +178,9 @@ class Predictor:
         if good:
             x = np.stack([d[2] for d in good])
             if heatmaps:
-                from afiqa.explain import explain, resize_map
+                from afiqa.explain import resize_map
 
-                expl = explain(self.model, x)
+                expl = self.keras_runtime().explain(x)
                 raws = expl.scores
             else:
                 raws = self.predict_raw(x)
@@ -155,22 +200,12 @@ class Predictor:
             yield r
 
 
-def _forward_fn(model, size: int):
-    """The model's inference pass, traced once for every batch size.
-
-    ``predict_on_batch`` traces a graph per new batch shape (twice at most), 1-2 s each for
-    two 512-px backbones on a CPU: a CLI run with a partial last batch, or ``score`` then
-    ``score_batch``, paid that twice. Same computation as ``predict_on_batch``.
-    """
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return model.predict_on_batch
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    return lambda x: fn(tf.convert_to_tensor(x)).numpy()
+def _quietly(fn) -> None:
+    """Run a warm-up; a failure shows on first real use instead (with its one sentence)."""
+    try:
+        fn()
+    except Exception:
+        pass
 
 
 def _describe(src) -> str:

@@ -1,12 +1,293 @@
-"""What afiqa runs on: the Keras backend and the device it computes on."""
+"""What afiqa runs on: the runtime that computes scores, the Keras backend and its device.
+
+One seam: a runtime turns a batch of model inputs (B, S, S, 3), RGB 0..255, into the
+model's output (B,), MOS on [0, 1]. ``select`` picks one, once, and says why:
+
+* ``litert``: the model's LiteRT (``.tflite``) export run by ``ai-edge-litert``'s
+  interpreter with XNNPACK on every core. Scores only; no TensorFlow needed.
+* ``keras``: the Keras model built from the card's config and ``.weights.h5``. Needed for
+  heat-maps (GradCAM), training, and models without an export; on a GPU when the Keras
+  backend sees one (``pip install "afiqa[gpu]"`` on Linux).
+* ``auto``: the fastest available: Keras when TensorFlow can use a GPU, else LiteRT when
+  ``ai-edge-litert`` is installed and the model has a LiteRT export that can be found,
+  else Keras.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+
+from afiqa.errors import AfiqaError, WeightsError
+
+RUNTIMES = ("auto", "litert", "keras")
+LITERT = "litert"  # the format name in a card's ``exports`` and ``afiqa export --format``
+TF_HINT = 'pip install "afiqa[tf]"'
+LITERT_HINT = "pip install ai-edge-litert"
+
+
+class RuntimeUnavailable(AfiqaError, RuntimeError):
+    """A runtime that was asked for but cannot run here (a package or a file is missing)."""
+
+
+def keras_missing_message(what: str) -> str:
+    return (f"{what}: needs TensorFlow and Keras, which are not installed; install them with {TF_HINT} "
+            "(scores work without them, through LiteRT).")
+
+
+def has_keras() -> bool:
+    return _installed("keras") and _installed(_backend_package())
+
+
+def has_litert() -> bool:
+    return _installed("ai_edge_litert")
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (TensorFlow takes seconds)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (the CPU affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+# -- the runtimes ---------------------------------------------------------------------------
+class KerasRuntime:
+    """The Keras model of a card with its trained weights; also what GradCAM needs."""
+
+    name = "keras"
+
+    def __init__(self, card, weights_path: Path):
+        if not has_keras():
+            raise RuntimeUnavailable(keras_missing_message("The Keras runtime"))
+        from afiqa.model import build_model
+
+        self.path = Path(weights_path)
+        self.model = build_model(card.config, backbone_weights=None)
+        try:
+            self.model.load_weights(self.path)
+        except Exception as e:  # h5py/keras raise many types for a bad file
+            raise WeightsError(
+                f"{self.path} could not be loaded as the weights of {card.name} "
+                f"({str(e).splitlines()[0][:160]}); delete it so it is fetched again, or pass the right file"
+            ) from None
+        self.size = card.config.image_size
+        self._forward = None  # the traced forward pass, made on first use
+        self._lock = threading.Lock()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self._forward is None:
+            with self._lock:
+                if self._forward is None:
+                    self._forward = _forward_fn(self.model, self.size)
+        return np.asarray(self._forward(np.asarray(x, np.float32))).reshape(-1)
+
+    def explain(self, x: np.ndarray):
+        from afiqa.explain import explain
+
+        return explain(self.model, x)
+
+    def describe(self) -> str:
+        return f"Keras {backend()} backend on {device()}, weights {self.path}"
+
+
+class LiteRTRuntime:
+    """A ``.tflite`` export run by the LiteRT interpreter (XNNPACK, ``threads`` threads).
+
+    The interpreter is not thread-safe: calls are serialised; it is resized when the batch
+    size changes (the decode pool keeps feeding it meanwhile).
+    """
+
+    name = LITERT
+
+    def __init__(self, path: Path, image_size: int, threads: int | None = None):
+        if not has_litert():
+            raise RuntimeUnavailable(f"The LiteRT runtime needs ai-edge-litert, which is not installed: {LITERT_HINT}.")
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self.threads = threads or cpu_threads()
+        try:
+            self._interp = Interpreter(model_path=str(self.path), num_threads=self.threads)
+        except Exception as e:  # ValueError for a file that is not a flatbuffer model
+            raise WeightsError(f"{self.path} could not be loaded as a LiteRT model "
+                               f"({str(e).splitlines()[0][:160]}); delete it or pass the right file") from None
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        want = [image_size, image_size, 3]
+        if list(self._in["shape"][1:]) != want or len(self._out["shape"]) != 2:
+            raise WeightsError(f"{self.path} takes inputs of shape {list(self._in['shape'])}, but the model card "
+                               f"says (batch, {image_size}, {image_size}, 3): it belongs to another model")
+        self._batch = int(self._in["shape"][0])
+        self._interp.allocate_tensors()
+        self._lock = threading.Lock()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        with self._lock:
+            if x.shape[0] != self._batch:
+                self._interp.resize_tensor_input(self._in["index"], list(x.shape), strict=True)
+                self._interp.allocate_tensors()
+                self._batch = x.shape[0]
+            self._interp.set_tensor(self._in["index"], x)
+            self._interp.invoke()
+            return np.array(self._interp.get_tensor(self._out["index"])).reshape(-1)
+
+    def describe(self) -> str:
+        return f"LiteRT (ai-edge-litert, XNNPACK, {self.threads} threads), {self.path}"
+
+
+def _forward_fn(model, size: int):
+    """The model's inference pass, traced once for every batch size.
+
+    ``predict_on_batch`` traces a graph per new batch shape (twice at most), 1-2 s each for
+    two 512-px backbones on a CPU: a CLI run with a partial last batch, or ``score`` then
+    ``score_batch``, paid that twice. Same computation as ``predict_on_batch``.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return lambda x: fn(tf.convert_to_tensor(x)).numpy()
+
+
+# -- choosing one ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Choice:
+    """Which runtime scores, why, and the file it loads (``None``: resolved when loaded)."""
+
+    name: str
+    reason: str
+    path: Path | None = None
+
+
+def litert_export(card) -> dict | None:
+    """The card's LiteRT export record (file, sha256, precision, agreement), if it has one."""
+    rec = (card.exports or {}).get(LITERT)
+    return rec if rec and rec.get("file") else None
+
+
+def choose(runtime: str, card, weights=None, weights_dir: Path | None = None, dry: bool = False) -> Choice:
+    """Decide which runtime scores ``card``'s model, and why; raises ``RuntimeUnavailable``.
+
+    ``weights``: the user's own file: a ``.tflite`` means LiteRT, anything else Keras.
+    ``dry``: decide without downloading or hashing anything (``afiqa info``).
+    """
+    if runtime not in RUNTIMES:
+        raise RuntimeUnavailable(f"Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
+    own_tflite = weights is not None and str(weights).lower().endswith(".tflite")
+    if runtime == LITERT and weights is not None and not own_tflite:
+        raise RuntimeUnavailable(f"{weights} is a Keras weights file; the LiteRT runtime needs a .tflite file.")
+    if runtime == "keras" or (runtime == "auto" and weights is not None and not own_tflite):
+        if own_tflite:
+            raise RuntimeUnavailable(f"{weights} is a LiteRT file; the Keras runtime needs a .weights.h5 file.")
+        if not has_keras():
+            raise RuntimeUnavailable(keras_missing_message("The Keras runtime"))
+        why = "asked for" if runtime == "keras" else "a Keras weights file was given"
+        return Choice("keras", why)
+    if runtime == "auto" and has_keras() and gpu_likely():
+        return Choice("keras", f"Keras ({_backend_package()}) can use the GPU here, which beats LiteRT on the CPU")
+    problem = _litert_problem(card, own_tflite)
+    if problem is None:
+        path, problem = (Path(weights), None) if own_tflite else \
+            _find_litert(card, weights_dir, dry, strict=runtime == LITERT)
+        if problem is None:
+            rec = litert_export(card) or {}
+            how = "a LiteRT file was given" if own_tflite else (
+                f"fastest available here: the model's {rec.get('precision', '?')} LiteRT export, scores within "
+                f"{rec.get('max_score_diff', '?')} of Keras on {rec.get('check_set', 'its check set')}")
+            return Choice(LITERT, how if runtime == "auto" else "asked for", path)
+    if runtime == LITERT:
+        raise RuntimeUnavailable(f"The LiteRT runtime cannot run model {card.name!r}: {problem}.")
+    if not has_keras():
+        raise RuntimeUnavailable(f"Model {card.name!r} cannot be scored here: LiteRT cannot run it ({problem}), "
+                                 f"and the Keras runtime needs TensorFlow and Keras: {TF_HINT}.")
+    return Choice("keras", f"LiteRT cannot run it: {problem}")
+
+
+def _litert_problem(card, own_tflite: bool) -> str | None:
+    if not has_litert():
+        return f"ai-edge-litert is not installed ({LITERT_HINT})"
+    if not own_tflite and litert_export(card) is None:
+        return f"the model card has no LiteRT export (make one with: afiqa export --model {card.name} --format litert)"
+    return None
+
+
+def _find_litert(card, weights_dir: Path | None, dry: bool, strict: bool) -> tuple[Path | None, str | None]:
+    """(the verified export, None), or (None, why not); ``strict``: raise ``WeightsError`` instead."""
+    from afiqa.weights import describe_file, resolve_file
+
+    rec = litert_export(card)
+    if dry:
+        where = describe_file(card, rec["file"], weights_dir)  # local, cached, or "would download"
+        return None, (where if "HF_HUB_OFFLINE is set" in where else None)
+    try:
+        return resolve_file(card, rec["file"], rec.get("sha256", ""), None, weights_dir), None
+    except WeightsError as e:
+        if strict:
+            raise
+        return None, str(e).rstrip(".")
+
+
+def select(runtime: str, card, weights=None, weights_dir: Path | None = None):
+    """(the loaded runtime, the ``Choice`` that picked it)."""
+    choice = choose(runtime, card, weights, weights_dir)
+    if choice.name == LITERT:
+        return LiteRTRuntime(choice.path, card.config.image_size), choice
+    return load_keras(card, weights, weights_dir), choice
+
+
+def load_keras(card, weights=None, weights_dir: Path | None = None) -> KerasRuntime:
+    if not has_keras():
+        raise RuntimeUnavailable(keras_missing_message("The Keras runtime"))
+    from afiqa.weights import resolve_weights
+
+    return KerasRuntime(card, resolve_weights(card, weights, weights_dir))
+
+
+# -- the Keras backend and its device --------------------------------------------------------
 def backend() -> str:
     import keras
 
     return keras.backend.backend()
+
+
+def _backend_package() -> str:
+    return os.environ.get("KERAS_BACKEND", "tensorflow")  # tensorflow, jax or torch: the module's name too
+
+
+def gpu_likely() -> bool:
+    """Whether the Keras backend could use an NVIDIA GPU here, decided without importing it
+    (TensorFlow takes seconds): a GPU device node, and a GPU build of the backend (not
+    ``tensorflow-cpu``; a ``jax-cuda*`` plugin; PyTorch with its CUDA runtime)."""
+    if not Path("/dev/nvidia0").exists() or os.environ.get("CUDA_VISIBLE_DEVICES", "x") in ("", "-1"):
+        return False
+    from importlib import metadata
+
+    names = {(d.metadata["Name"] or "").lower().replace("_", "-") for d in metadata.distributions()}
+    backend = _backend_package()
+    if backend == "tensorflow":
+        return "tensorflow" in names  # the GPU-capable build; tensorflow-cpu is another name
+    if backend == "jax":
+        return any(n.startswith("jax-cuda") for n in names)
+    return backend == "torch" and any(n.startswith("nvidia-cuda-runtime") for n in names)
 
 
 def device() -> str:

@@ -79,12 +79,13 @@ def _hub_where(card: ModelCard) -> str:
     return f"{hub_endpoint()}/{card.hub_repo}@{card.hub_revision}"
 
 
-def _verify(path: Path, card: ModelCard, delete: str) -> Path:
+def _verify(path: Path, card: ModelCard, delete: str, sha256: str | None = None) -> Path:
+    expected = sha256 or card.sha256
     actual = sha256_of(path)
-    if actual != card.sha256:
+    if actual != expected:
         raise WeightsError(
             f"Weights file {path} of model {card.name!r} has sha256 {actual}, but the model card expects "
-            f"{card.sha256}: the file is damaged or belongs to another version; delete {delete} so that it is "
+            f"{expected}: the file is damaged or belongs to another version; delete {delete} so that it is "
             "downloaded again, or pass your own file with --weights PATH."
         )
     return path
@@ -98,36 +99,45 @@ def resolve_weights(
     Order: ``path`` (the user's own file, must exist, not checked against the card), then
     ``weights_dir`` (default: the repository's weights/), then the Hub via the HF cache.
     """
+    return resolve_file(card, card.weights_file, card.sha256, path, weights_dir)
+
+
+def resolve_file(
+    card: ModelCard, filename: str, sha256: str, path: str | os.PathLike | None = None,
+    weights_dir: Path | None = None,
+) -> Path:
+    """Any file of a model (its ``.weights.h5``, an export such as its ``.tflite``), found
+    the same way as its weights and verified against ``sha256``."""
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
             raise WeightsError(f"Weights file {p} does not exist; check the path given with --weights.")
         return p
-    if not card.sha256:
+    if not sha256:
         raise WeightsError(
-            f"Model {card.name!r} has no sha256 in its card, so afiqa will not load its weights unverified; "
+            f"Model {card.name!r} has no sha256 for {filename} in its card, so afiqa will not load it unverified; "
             "pass a weights file with --weights PATH."
         )
-    local = Path(weights_dir or REPO_WEIGHTS_DIR) / card.weights_file
+    local = Path(weights_dir or REPO_WEIGHTS_DIR) / filename
     if local.is_file():
-        return _verify(local, card, delete=str(local))
-    cached, why = _from_hub(card)
+        return _verify(local, card, delete=str(local), sha256=sha256)
+    cached, why = _from_hub(card, filename)
     if cached is None:
         raise WeightsError(
-            f"No weights for model {card.name!r}: {local} does not exist and {card.weights_file} could not be "
+            f"No weights for model {card.name!r}: {local} does not exist and {filename} could not be "
             f"fetched from {_hub_where(card)} ({why}); download it yourself and pass --weights PATH, or put it "
             f"in {local.parent}."
         )
     # Deleting the blob as well as the snapshot link makes hf_hub_download fetch it again.
-    return _verify(cached, card, delete=f"{cached} and {cached.resolve()}")
+    return _verify(cached, card, delete=f"{cached} and {cached.resolve()}", sha256=sha256)
 
 
-def _from_hub(card: ModelCard) -> tuple[Path | None, str]:
+def _from_hub(card: ModelCard, filename: str | None = None) -> tuple[Path | None, str]:
     """(path in the HF cache, "") or (None, why the Hub could not provide it)."""
     from huggingface_hub import try_to_load_from_cache
 
     cache = hub_cache_dir()
-    where = dict(repo_id=card.hub_repo, filename=card.weights_file, revision=card.hub_revision)
+    where = dict(repo_id=card.hub_repo, filename=filename or card.weights_file, revision=card.hub_revision)
     cached = try_to_load_from_cache(**where, cache_dir=cache)
     if isinstance(cached, str):
         return Path(cached), ""
@@ -262,13 +272,18 @@ def describe_weights(card: ModelCard, path: str | os.PathLike | None = None, wei
     if path is not None:
         p = Path(path).expanduser()
         return f"{p} (given)" if p.is_file() else f"{p} (given, missing)"
-    local = Path(weights_dir or REPO_WEIGHTS_DIR) / card.weights_file
+    return describe_file(card, card.weights_file, weights_dir)
+
+
+def describe_file(card: ModelCard, filename: str, weights_dir: Path | None = None) -> str:
+    """``describe_weights`` for any file of the model (e.g. its LiteRT export)."""
+    local = Path(weights_dir or REPO_WEIGHTS_DIR) / filename
     if local.is_file():
         return f"{local} (local)"
     from huggingface_hub import try_to_load_from_cache
 
     cache = hub_cache_dir()
-    cached = try_to_load_from_cache(card.hub_repo, card.weights_file, cache_dir=cache, revision=card.hub_revision)
+    cached = try_to_load_from_cache(card.hub_repo, filename, cache_dir=cache, revision=card.hub_revision)
     if isinstance(cached, str):
         return f"HF cache: {cached}"
     if hub_offline():

@@ -34,6 +34,9 @@ class ModelCard:
     train_set: str = ""
     test_metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    # Other formats of the same model, by format: {"litert": {"file", "sha256", "precision",
+    # "max_score_diff", "check_set", "tolerance", ...}} (``afiqa export`` writes them).
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_score(self, raw: float) -> float:
         """Model output (MOS on [0, 1]) -> the card's score range, clipped."""
@@ -59,6 +62,7 @@ class ModelCard:
             "train_set": self.train_set,
             "test_metrics": dict(self.test_metrics),
             "description": self.description,
+            "exports": {k: dict(v) for k, v in self.exports.items()},
         }
 
     @classmethod
@@ -114,5 +118,36 @@ register(
         test_metrics={"srocc": 0.8869, "plcc": 0.8855, "krocc": 0.7034, "rmse": 0.0917, "n": 2000},
         description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px, residual spatial "
         "attention, dense multi-level pooling, trained with synthetic-distortion ranking pairs",
+        exports={  # as recorded in weights/afiqa-biq2021.json (scripts/litert_precision.py, afiqa export)
+            "litert": {
+                "file": "afiqa-biq2021.tflite",
+                "sha256": "f25523397e967a36fc85c831c3f703d29ecf0d68839d2e6dc8a34de4c1dfffa6",
+                "precision": "fp16",
+                "bytes": 14417268,
+                "check_set": "BIQ2021 validation part (100 of its 1,000 photos, evenly spaced; official train split, seed 2023)",
+                "n_check": 100,
+                "max_score_diff": 0.1901,
+                "mean_score_diff": 0.0324,
+                "tolerance": 0.5,
+                "converter": "tensorflow 2.21.0 TFLiteConverter.from_saved_model",
+                "other_precisions": {
+                    "fp32": {
+                        "bytes": 28622040,
+                        "max_score_diff": 0.01,
+                        "examples_max_score_diff": 0.0016
+                    },
+                    "int8": {
+                        "bytes": 7719696,
+                        "examples_max_score_diff": 1.6663,
+                        "note": "dynamic-range; outside the tolerance on examples/, not faster on x86"
+                    }
+                },
+                "examples": {
+                    "n_check": 7,
+                    "max_score_diff": 0.0914,
+                    "mean_score_diff": 0.0451
+                }
+            }
+        },
     )
 )

@@ -76,3 +76,26 @@ def tiny_predictor(tiny_card_path):
     from afiqa.predictor import Predictor
 
     return Predictor(tiny_card_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_litert_card_path(tmp_path_factory, tiny_card_path) -> Path:
+    """A copy of the tiny model's card and weights with a LiteRT (fp32) export recorded in it,
+    checked on six synthetic scenes (sharp and blurred)."""
+    import shutil
+
+    from afiqa.export import export
+    from imagegen import blur, scene
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("tiny_litert")
+    for f in tiny_card_path.parent.iterdir():
+        shutil.copy(f, d / f.name)
+    check = []
+    for k in range(3):
+        for sigma in (0, 3):
+            p = d / f"check_{k}_{sigma}.png"
+            Image.fromarray(blur(scene(200 + k), sigma)).save(p)
+            check.append(p)
+    export(d / tiny_card_path.name, "litert", "fp32", check=check, check_name="6 synthetic scenes")
+    return d / tiny_card_path.name

@@ -1,24 +1,31 @@
-"""The benchmark runs end to end on the tiny model (numbers are not checked: smoke only)."""
+"""The benchmark runs end to end on the tiny model, both runtimes side by side (numbers
+are not checked: smoke only)."""
 
 import json
 
 from afiqa import bench
 
 
-def test_bench_measures_every_row_and_writes_json(tiny_card_path, tmp_path, capsys):
+def test_bench_measures_every_row_for_each_runtime_and_writes_json(tiny_litert_card_path, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["--model", str(tiny_card_path), "--n", "3", "--batch-size", "2", "--repeats", "1",
+    assert bench.main(["--model", str(tiny_litert_card_path), "--n", "3", "--batch-size", "2", "--repeats", "1",
                        "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    names = {r["name"] for r in report["rows"]}
-    assert {"decode + resize", "raw backbones (streams only)", "pipeline: score_batch(paths)",
-            "pipeline + GradCAM: score_batch(paths, heatmaps=True)"} <= names
+    for rt in ("litert", "keras"):
+        names = {r["name"] for r in report["rows"] if r["runtime"] == rt}
+        assert {"pipeline: score(path)", "pipeline: score_batch(paths)", "raw forward (runtime.predict)",
+                "pipeline + GradCAM: score_batch(paths, heatmaps=True)"} <= names, rt
+        cli = report["cli"][rt]
+        assert cli["one_photo_s"] > 0 and cli["all_photos_s"] > 0 and cli["peak_rss_mb"] > 0
+        assert report["startup_s"][rt] > 0
+    assert {r["name"] for r in report["rows"] if r["runtime"] == ""} == {
+        "decode (load_rgb)", "resize (to_model_input)", "decode + resize"}
+    assert {r["batch"] for r in report["rows"] if r["key"].startswith("raw_")} == {1, 2, 16}
     assert all(r["per_image_s"] > 0 for r in report["rows"])
-    assert set(report["ratios"]) == {"pipeline / raw backbones, batch 1", "pipeline / raw backbones, batch 2",
-                                     "GradCAM / plain, batch 1", "GradCAM / plain, batch 2"}
-    assert report["peak_rss_mb"] > 0 and report["startup_s"] > 0
+    assert "litert / keras, score_batch, batch 2" in report["ratios"]
+    assert report["target"]["goal"] == 0.45 and report["target"]["ratio"] > 0
     table = capsys.readouterr().out
-    assert "| pipeline: score(path) | 1 |" in table and "GradCAM / plain" in table
+    assert "| measurement | batch | litert | keras |" in table and "target: LiteRT `afiqa score`" in table
 
 
 def test_bench_without_weights_is_a_clear_error(tmp_path, capsys):

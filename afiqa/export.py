@@ -1,0 +1,155 @@
+"""Export a model for another runtime and record the export in its model card.
+
+    afiqa export --model NAME|CARD.json --format litert [--precision fp32|fp16|int8] [--out FILE]
+                 [--check PATH...] [--force]
+
+``litert``: the Keras model is exported as a TensorFlow SavedModel
+(``model.export(dir, format="tf_saved_model")``) and converted by TensorFlow's own
+converter (``tf.lite.TFLiteConverter.from_saved_model``):
+
+* ``fp32``: the weights as they are;
+* ``fp16``: the weights stored as float16 (half the file; LiteRT computes in float32 on
+  a CPU, so the speed is fp32's);
+* ``int8``: dynamic-range quantisation: int8 weights, activations quantised on the fly.
+
+The export is then checked: every photo of the check set (``--check``; default the
+repository's ``examples/``) is scored by Keras and by the export, and the largest
+difference, on the card's 0-100 scale, is recorded with the file's name, sha256 and
+precision under ``exports.litert`` of the model card JSON (``weights/NAME.json`` for a
+model of the table, else the card file given). Needs TensorFlow (``afiqa[tf]``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from afiqa.errors import AfiqaError
+
+FORMATS = ("litert",)
+PRECISIONS = ("fp32", "fp16", "int8")
+TOLERANCE = 0.5  # the largest score difference to Keras (0-100 scale) an export may show
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def to_litert(model, precision: str = "fp16") -> bytes:
+    """The ``.tflite`` flatbuffer of a Keras model (input (None, S, S, 3) float32)."""
+    import tensorflow as tf
+
+    if precision not in PRECISIONS:
+        raise AfiqaError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    with tempfile.TemporaryDirectory(prefix="afiqa-export-") as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if precision in ("fp16", "int8"):
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        if precision == "fp16":
+            conv.target_spec.supported_types = [tf.float16]
+        return conv.convert()
+
+
+def raw_scores(runtime, paths: Sequence, size: int, batch_size: int = 8) -> np.ndarray:
+    """Model output (MOS on [0, 1]) of ``runtime`` for each photo, through the input policy."""
+    from afiqa.inputs import load_rgb, to_model_input
+
+    out = []
+    for k in range(0, len(paths), batch_size):
+        x = np.stack([to_model_input(load_rgb(p, min_size=size), size) for p in paths[k:k + batch_size]])
+        out.append(runtime.predict(x.astype(np.float32)))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def export(
+    model: str | os.PathLike = "afiqa-biq2021",
+    fmt: str = "litert",
+    precision: str = "fp16",
+    out: str | os.PathLike | None = None,
+    check: Sequence | None = None,
+    check_name: str | None = None,
+    weights: str | os.PathLike | None = None,
+    force: bool = False,
+    record: bool = True,
+    reference: np.ndarray | None = None,
+) -> dict:
+    """Write the export, check it against Keras and (``record``) write it into the card.
+
+    Returns the record: file, sha256, precision, bytes, check set, the largest and mean
+    score difference to Keras (0-100), the tolerance, and the converter. ``reference``:
+    the Keras outputs for ``check``, when already known.
+    """
+    from afiqa import runtime
+    from afiqa.inputs import list_images
+    from afiqa.predictor import load_card
+    from afiqa.weights import REPO_WEIGHTS_DIR, sha256_of
+
+    if fmt not in FORMATS:
+        raise AfiqaError(f"Unknown export format {fmt!r}; afiqa exports {', '.join(FORMATS)}.")
+    if precision not in PRECISIONS:
+        raise AfiqaError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if not runtime.has_keras():
+        raise runtime.RuntimeUnavailable(runtime.keras_missing_message("afiqa export"))
+    card, weights_dir = load_card(model)
+    folder = Path(weights_dir or REPO_WEIGHTS_DIR)
+    target = Path(out) if out else folder / f"{card.name}.tflite"
+    if target.exists() and not force:
+        raise AfiqaError(f"{target} already exists; pass --force to replace it, or --out another file.")
+    if check is None:
+        check, check_name = list_images([EXAMPLES_DIR]) if EXAMPLES_DIR.is_dir() else [], "examples/"
+    check = list(check)
+    if not check:
+        raise AfiqaError("No photos to check the export on; pass some with --check PATH.")
+    if runtime.has_litert() is False:
+        raise runtime.RuntimeUnavailable(f"Checking a LiteRT export needs ai-edge-litert: {runtime.LITERT_HINT}.")
+
+    keras_rt = runtime.load_keras(card, weights, weights_dir)
+    data = to_litert(keras_rt.model, precision)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    tmp.write_bytes(data)
+    try:
+        lite = runtime.LiteRTRuntime(tmp, card.config.image_size)
+        size = card.config.image_size
+        ref = raw_scores(keras_rt, check, size) if reference is None else np.asarray(reference, np.float32)
+        got = raw_scores(lite, check, size)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    lo, hi = card.score_range
+    diff = np.abs(got - ref) * (hi - lo)
+    import tensorflow as tf
+
+    rec = {
+        "file": target.name,
+        "sha256": sha256_of(target),
+        "precision": precision,
+        "bytes": target.stat().st_size,
+        "check_set": check_name or f"{len(check)} photos",
+        "n_check": len(check),
+        "max_score_diff": round(float(diff.max()), 4),
+        "mean_score_diff": round(float(diff.mean()), 4),
+        "tolerance": TOLERANCE,
+        "converter": f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model",
+    }
+    if record:
+        rec["card"] = str(record_in_card(card, model, weights_dir, fmt, rec))
+    return rec
+
+
+def record_in_card(card, model, weights_dir: Path | None, fmt: str, rec: dict) -> Path:
+    """Write ``rec`` as ``exports[fmt]`` of the card's JSON (created from the table entry
+    if the model has none), keeping every other key as it is."""
+    from afiqa.weights import REPO_WEIGHTS_DIR
+
+    p = Path(model)
+    path = p if (p.suffix == ".json" or p.is_file()) else Path(weights_dir or REPO_WEIGHTS_DIR) / f"{card.name}.json"
+    d = json.loads(path.read_text()) if path.is_file() else card.to_dict()
+    d.setdefault("exports", {})[fmt] = {k: v for k, v in rec.items() if k != "card"}
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(d, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

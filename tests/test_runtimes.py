@@ -1,0 +1,217 @@
+"""The runtime seam: LiteRT and Keras score alike, auto picks and says why, the export
+is recorded and found like the weights (explicit file, the card's folder, the Hub)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagegen import blur, jpeg_bytes, scene
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_export_is_recorded_in_the_card(tiny_litert_card_path):
+    from afiqa.weights import sha256_of
+
+    card = json.loads(tiny_litert_card_path.read_text())
+    rec = card["exports"]["litert"]
+    tflite = tiny_litert_card_path.parent / rec["file"]
+    assert tflite.is_file() and rec["file"] == "afiqa-tiny.tflite"
+    assert rec["sha256"] == sha256_of(tflite) and rec["bytes"] == tflite.stat().st_size
+    assert rec["precision"] == "fp32" and rec["n_check"] == 6 and rec["check_set"] == "6 synthetic scenes"
+    assert 0 <= rec["mean_score_diff"] <= rec["max_score_diff"] <= rec["tolerance"] == 0.5
+    assert card["sha256"] and card["config"]["image_size"] == 96  # the rest of the card kept
+
+
+def test_export_refuses_to_replace_a_file(tiny_litert_card_path):
+    from afiqa.errors import AfiqaError
+    from afiqa.export import export
+
+    before = (tiny_litert_card_path.parent / "afiqa-tiny.tflite").read_bytes()
+    with pytest.raises(AfiqaError, match="already exists; pass --force"):
+        export(tiny_litert_card_path, "litert", "fp32")
+    assert (tiny_litert_card_path.parent / "afiqa-tiny.tflite").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def both(tiny_litert_card_path):
+    from afiqa.predictor import Predictor
+
+    return Predictor(tiny_litert_card_path), Predictor(tiny_litert_card_path, runtime="keras")
+
+
+def test_auto_picks_litert_and_says_why(both):
+    lite, keras_p = both
+    assert lite.runtime.name == "litert" and lite.choice.name == "litert"
+    assert "fastest available" in lite.choice.reason and "fp32" in lite.choice.reason
+    assert lite.weights_path.name == "afiqa-tiny.tflite"
+    assert keras_p.runtime.name == "keras" and keras_p.choice.reason == "asked for"
+    assert lite._keras is None  # no Keras model built for scores
+
+
+def test_runtimes_agree_on_every_test_image_within_the_recorded_tolerance(both, tiny_litert_card_path):
+    lite, keras_p = both
+    tol = json.loads(tiny_litert_card_path.read_text())["exports"]["litert"]["tolerance"]
+    images = [scene(k) for k in range(6)] + [blur(scene(k), 3) for k in range(3)]
+    images += [jpeg_bytes(scene(k), 10) for k in range(3)] + sorted((ROOT / "examples").glob("*.jpg"))
+    a = [r.score for r in lite.score_batch(images)]
+    b = [r.score for r in keras_p.score_batch(images)]
+    assert all(s is not None for s in a + b)
+    diff = np.abs(np.subtract(a, b))
+    assert diff.max() <= tol, diff
+    assert np.ptp(a) > 10  # the images do differ: agreement is not trivial
+
+
+def test_batches_of_every_size_give_the_same_scores_on_litert(both):
+    lite, _ = both
+    images = [scene(k) for k in range(5)]
+    alone = [lite.score(im).score for im in images]
+    lite.batch_size = 3  # 3 then 2: the interpreter is resized both ways
+    try:
+        batched = [r.score for r in lite.score_batch(images)]
+    finally:
+        lite.batch_size = 8
+    np.testing.assert_allclose(batched, alone, atol=1e-3)
+
+
+def test_heatmaps_on_litert_build_keras_lazily(tiny_litert_card_path):
+    from afiqa.predictor import Predictor
+
+    p = Predictor(tiny_litert_card_path)
+    img = scene(3)
+    plain = p.score(img).score
+    assert p._keras is None
+    r = p.score(img, heatmaps=True)
+    assert p._keras is not None and r.heatmaps["fused"].shape == img.shape[:2]
+    assert abs(r.score - plain) <= 0.5
+    assert p.warm(heatmaps=True, background=True).join(60) is None
+
+
+def test_litert_without_an_export(tiny_card_path):
+    from afiqa.errors import AfiqaError
+    from afiqa.predictor import Predictor
+
+    with pytest.raises(AfiqaError, match="no LiteRT export.*afiqa export --model afiqa-tiny --format litert"):
+        Predictor(tiny_card_path, runtime="litert")
+    p = Predictor(tiny_card_path)
+    assert p.runtime.name == "keras" and "no LiteRT export" in p.choice.reason
+
+
+def test_unknown_runtime_and_mismatched_files(tiny_litert_card_path):
+    from afiqa.errors import AfiqaError
+    from afiqa.predictor import Predictor
+
+    with pytest.raises(AfiqaError, match="Unknown runtime 'onnx'; choose one of auto, litert, keras"):
+        Predictor(tiny_litert_card_path, runtime="onnx")
+    tflite = tiny_litert_card_path.parent / "afiqa-tiny.tflite"
+    with pytest.raises(AfiqaError, match="needs a .weights.h5 file"):
+        Predictor(tiny_litert_card_path, weights=tflite, runtime="keras")
+    with pytest.raises(AfiqaError, match="needs a .tflite file"):
+        Predictor(tiny_litert_card_path, weights=tiny_litert_card_path.parent / "afiqa-tiny.weights.h5",
+                  runtime="litert")
+
+
+def test_explicit_tflite_and_damaged_files(tiny_litert_card_path, tmp_path):
+    from afiqa.errors import WeightsError
+    from afiqa.predictor import Predictor
+
+    tflite = tiny_litert_card_path.parent / "afiqa-tiny.tflite"
+    own = tmp_path / "own.tflite"
+    shutil.copy(tflite, own)
+    p = Predictor(tiny_litert_card_path, weights=own)
+    assert p.runtime.name == "litert" and p.weights_path == own and p.choice.reason == "a LiteRT file was given"
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"TFL3" + b"\0" * 100)
+    with pytest.raises(WeightsError, match="could not be loaded as a LiteRT model"):
+        Predictor(tiny_litert_card_path, weights=bad)
+    # a damaged export in the card's folder is refused by its sha256
+    d = tmp_path / "card"
+    shutil.copytree(tiny_litert_card_path.parent, d)
+    (d / "afiqa-tiny.tflite").write_bytes(tflite.read_bytes()[:-10])
+    with pytest.raises(WeightsError, match="sha256"):
+        Predictor(d / tiny_litert_card_path.name, runtime="litert")
+
+
+def test_the_export_is_fetched_from_the_hub_like_the_weights(tiny_litert_card_path, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from afiqa.predictor import Predictor
+    from hubserver import HubServer
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    card = json.loads(tiny_litert_card_path.read_text())
+    d = tmp_path / "card_only"
+    d.mkdir()
+    (d / "card.json").write_text(json.dumps(card))
+    with HubServer() as hub:
+        hub.add(card["hub_repo"], "afiqa-tiny.tflite", (tiny_litert_card_path.parent / "afiqa-tiny.tflite").read_bytes())
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        p = Predictor(d / "card.json")
+        assert p.runtime.name == "litert" and p.weights_path.is_relative_to(tmp_path / "hub")
+        assert hub.count("GET", "afiqa-tiny.tflite") == 1
+    assert 0 <= p.score(scene(1)).score <= 100
+
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "afiqa", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_cli_and_api_give_the_same_score_on_each_runtime(tiny_litert_card_path, tmp_path, both):
+    files = []
+    for k in range(3):
+        files.append(tmp_path / f"p{k}.jpg")
+        Image.fromarray(blur(scene(40 + k), k)).save(files[-1], quality=92)
+    got = {}
+    for rt in ("litert", "keras"):
+        out = tmp_path / f"{rt}.csv"
+        p = _cli("score", *files, "--model", tiny_litert_card_path, "--runtime", rt, "--csv", out, "--quiet")
+        assert p.returncode == 0, p.stderr
+        got[rt] = [float(r["score"]) for r in csv.DictReader(out.open())]
+    lite, keras_p = both
+    np.testing.assert_allclose(got["litert"], [lite.score(f).score for f in files], atol=2e-3)  # CSV: 3 decimals
+    np.testing.assert_allclose(got["keras"], [keras_p.score(f).score for f in files], atol=2e-3)
+    assert np.abs(np.subtract(got["litert"], got["keras"])).max() <= 0.5
+
+
+def test_info_says_which_runtime_and_why():
+    p = _cli("info")
+    assert p.returncode == 0, p.stderr
+    line = next(x for x in p.stdout.splitlines() if x.startswith("runtime: "))
+    assert "litert (fastest available here" in line
+    assert "LiteRT: ai-edge-litert, XNNPACK" in p.stdout and "litert: " in p.stdout
+
+
+@pytest.mark.real_weights
+def test_shipped_export_agrees_with_keras_on_the_examples():
+    """The shipped .tflite and the shipped weights, on every example photo, within the
+    card's tolerance; and the card's record is the file's."""
+    from afiqa.predictor import Predictor
+    from afiqa.weights import REPO_WEIGHTS_DIR, sha256_of
+    from afiqa.zoo import DEFAULT_MODEL, get_card
+
+    card = get_card(DEFAULT_MODEL)
+    rec = card.exports["litert"]
+    shipped = json.loads((REPO_WEIGHTS_DIR / f"{DEFAULT_MODEL}.json").read_text())["exports"]["litert"]
+    assert rec == shipped and sha256_of(REPO_WEIGHTS_DIR / rec["file"]) == rec["sha256"]
+    assert rec["max_score_diff"] <= rec["tolerance"] == 0.5
+    assert (REPO_WEIGHTS_DIR / rec["file"]).stat().st_size <= 16 * 1024 * 1024
+    photos = sorted((ROOT / "examples").glob("*.jpg"))
+    lite = Predictor(runtime="litert", batch_size=4)
+    keras_p = Predictor(runtime="keras", batch_size=4)
+    a = [r.score for r in lite.score_batch(photos)]
+    b = [r.score for r in keras_p.score_batch(photos)]
+    assert np.abs(np.subtract(a, b)).max() <= rec["tolerance"]
