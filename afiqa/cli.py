@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 from afiqa import __version__
+from afiqa.csvout import CSV_COLUMNS
 from afiqa.errors import AfiqaError
-
-CSV_COLUMNS = ("path", "score", "label", "error")
 
 
 def main(argv: list[str] | None = None) -> int:
