@@ -98,29 +98,32 @@ def legend_html(view: str = "signed") -> str:
 
 
 def annotate(picture: np.ndarray, title: str, view: str = "signed") -> np.ndarray:
-    """``picture`` with ``title`` (e.g. the score and label) above it and the legend below."""
+    """``picture`` with ``title`` (e.g. the score and label) above it and the legend below
+    (the canvas is widened, the picture centred, when the legend needs more room)."""
     from PIL import Image, ImageDraw
 
     picture = np.asarray(picture)
     h, w = picture.shape[:2]
     font, small = _font(max(14, min(28, w // 28))), _font(max(12, min(22, w // 36)))
     fs, ss = _size(font), _size(small)
+    left, right = (LOWERS, RAISES) if view == "signed" else ("no effect", "strong effect")
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lw, rw = probe.textlength(left, font=small), probe.textlength(right, font=small)
+    tw = probe.textlength(title, font=font)
+    pad = ss // 2
+    width = int(max(w, lw + rw + 4 * pad + 4 * ss, tw + fs))
     top, bottom = fs * 2, ss * 3
-    canvas = Image.new("RGB", (w, h + top + bottom), (255, 255, 255))
-    canvas.paste(Image.fromarray(picture), (0, top))
+    canvas = Image.new("RGB", (width, h + top + bottom), (255, 255, 255))
+    canvas.paste(Image.fromarray(picture), ((width - w) // 2, top))
     d = ImageDraw.Draw(canvas)
     d.text((fs // 2, fs // 2), title, fill=(20, 20, 20), font=font)
     # the legend: a colour bar across the middle, what each end means beside it
-    left, right = (LOWERS, RAISES) if view == "signed" else ("no effect", "strong effect")
     y0 = h + top + ss // 2
-    lw, rw = d.textlength(left, font=small), d.textlength(right, font=small)
-    pad = ss // 2
-    x0, x1 = int(lw + 2 * pad), int(w - rw - 2 * pad)
-    if x1 - x0 >= 16:
-        bar = colour(np.linspace(-1 if view == "signed" else 0, 1, x1 - x0), view).astype(np.uint8)
-        canvas.paste(Image.fromarray(np.repeat(bar[None], ss, axis=0)), (x0, y0))
+    x0, x1 = int(lw + 2 * pad), int(width - rw - 2 * pad)
+    bar = colour(np.linspace(-1 if view == "signed" else 0, 1, x1 - x0), view).astype(np.uint8)
+    canvas.paste(Image.fromarray(np.repeat(bar[None], ss, axis=0)), (x0, y0))
     d.text((pad, y0), left, fill=(20, 20, 20), font=small)
-    d.text((w - rw - pad, y0), right, fill=(20, 20, 20), font=small)
+    d.text((width - rw - pad, y0), right, fill=(20, 20, 20), font=small)
     return np.asarray(canvas)
 
 
