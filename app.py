@@ -88,22 +88,24 @@ CSS = """
 """
 
 
-class PhotoInput(gr.Image):
+def photo_input(**kwargs) -> gr.Image:
     """``gr.Image(type="filepath")`` that hands the upload on undecoded, so ``afiqa.inputs``
     decodes it with its checks and its sentences; Gradio's own ``Image`` opens the file
-    (and decodes a data URL whole) first. Drawn by the page as an ordinary image input."""
+    (and decodes a data URL whole) first. (Its ``preprocess`` is replaced on the instance:
+    a subclass would make Gradio write an ``app.pyi`` beside this file.)"""
+    image = gr.Image(type="filepath", **kwargs)
 
-    def get_block_name(self) -> str:
-        return "image"
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is None:
             return None
         if payload.url and payload.url.startswith("data:"):
-            return _data_url_to_file(payload.url, self.GRADIO_CACHE, self.temp_files)
+            return _data_url_to_file(payload.url, image.GRADIO_CACHE, image.temp_files)
         if payload.path is None:
             raise gr.Error("No image was received.")
         return str(payload.path)
+
+    image.preprocess = preprocess
+    return image
 
 
 def _data_url_to_file(url: str, cache_dir: str, registry: set) -> str:
@@ -478,9 +480,8 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         with gr.Tab("Score"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5):
-                    image = PhotoInput(label="Photo: drop, paste or click to upload", type="filepath",
-                                       image_mode=None, sources=["upload", "clipboard"], height=420,
-                                       elem_id="afiqa-photo")
+                    image = photo_input(label="Photo: drop, paste or click to upload", image_mode=None,
+                                        sources=["upload", "clipboard"], height=420, elem_id="afiqa-photo")
                     examples = gr.Gallery(example_thumbnails(example_names), label="Examples: click one to score it",
                                           columns=4, height="auto", allow_preview=False, object_fit="cover",
                                           elem_id="afiqa-examples", interactive=False, fit_columns=False)
