@@ -607,7 +607,10 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
             return zoom_crops(STORE.get(key), x, y, z)
 
         def on_batch(files, progress=gr.Progress()):
-            yield from batch_scores(predictor, files, progress)
+            for out in batch_scores(predictor, files, progress):
+                if isinstance(out[1], str):  # the CSV: deleted with the cache (delete_cache)
+                    csv_file.temp_files.add(out[1])
+                yield out
 
         def on_batched(key):
             kept = STORE.get(key) or {}
