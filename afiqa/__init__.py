@@ -15,7 +15,7 @@ _LAZY = {
     "build_model": "afiqa.model",
     "evaluate": "afiqa.metrics",
     "explain": "afiqa.explain",
-    "overlay": "afiqa.explain",
+    "overlay": "afiqa.render",
 }
 
 

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from afiqa.render import DISPLAY_SIDE
     from afiqa.zoo import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="afiqa", description="Blind image quality assessment (0-100, higher is better).")
@@ -55,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     s.add_argument("--csv", metavar="FILE", help=f"write {','.join(CSV_COLUMNS)},heatmap rows here")
     s.add_argument("--heatmaps", metavar="DIR", help="write a GradCAM overlay PNG per image here")
+    s.add_argument("--heatmap-size", type=heatmap_size, default=DISPLAY_SIDE, metavar="PX|full",
+                   help=f"longest side of the heat-map PNGs (default {DISPLAY_SIDE}; full: the photo's own size)")
     s.add_argument("--batch-size", type=positive_int, default=8, metavar="N")
     s.add_argument("--model", default=DEFAULT_MODEL, help="a model name from `afiqa info`, or a model card .json")
     s.add_argument("--weights", metavar="FILE", help="weights file to use instead of the resolved one")
@@ -106,6 +109,19 @@ def _score_with_engine(args) -> int:
     return _score(args)
 
 
+def heatmap_size(text: str) -> int | None:
+    """argparse type: a side in pixels (>= 64), or "full" (None: the photo's own size)."""
+    if text.strip().lower() == "full":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 64:
+        raise argparse.ArgumentTypeError(f"expected a size in pixels (at least 64) or 'full', got {text}")
+    return n
+
+
 def _score(args) -> int:
     from afiqa.csvout import ScoreCsv
     from afiqa.inputs import list_images
@@ -147,7 +163,7 @@ def _score(args) -> int:
         for path, r in zip(files, predictor.iter_scores(files, heatmaps=heat_dir is not None)):
             heat = ""
             if r.ok and heat_dir:
-                heat = str(_write_heatmap(r, path, heat_dir, used_names))
+                heat = str(_write_heatmap(r, path, heat_dir, used_names, args.heatmap_size))
             if not r.ok:
                 failed += 1
             if out:
@@ -234,17 +250,20 @@ def _make_dir(path: Path) -> None:
         raise OutputError(f"could not create the folder {path}: {e.strerror or type(e).__name__}") from None
 
 
-def _write_heatmap(r, path: Path, heat_dir: Path, used: set) -> Path:
+def _write_heatmap(r, path: Path, heat_dir: Path, used: set, side: int | None) -> Path:
     try:
-        return _save_overlay(r, path, heat_dir, used)
+        return _save_overlay(r, path, heat_dir, used, side)
     except OSError as e:
         raise OutputError(f"could not write a heat-map in {heat_dir}: {e.strerror or type(e).__name__}") from None
 
 
-def _save_overlay(r, path: Path, heat_dir: Path, used: set) -> Path:
+def _save_overlay(r, path: Path, heat_dir: Path, used: set, side: int | None) -> Path:
+    """The signed GradCAM overlay of ``r`` as a PNG in ``heat_dir``: longest side ``side``
+    (None: full size), the score, label and file name above it, the legend below."""
     from PIL import Image
 
-    from afiqa.explain import FUSED, overlay
+    from afiqa.explain import FUSED
+    from afiqa.render import heatmap_picture
 
     stem, k = path.stem, 1
     name = f"{stem}_gradcam.png"
@@ -252,9 +271,10 @@ def _save_overlay(r, path: Path, heat_dir: Path, used: set) -> Path:
         name, k = f"{stem}_{k}_gradcam.png", k + 1
     used.add(name)
     target = heat_dir / name
+    title = f"{r.score:.1f} {r.label}  {_printable(path.name)}"
     # compress_level=1: still lossless, ~6x faster than the default 6 (which took longer
     # than scoring the photo), files ~15% larger.
-    Image.fromarray(overlay(r.image, r.heatmaps[FUSED])).save(target, compress_level=1)
+    Image.fromarray(heatmap_picture(r.image, r.heatmaps[FUSED], title, side=side)).save(target, compress_level=1)
     return target
 
 

@@ -1,14 +1,22 @@
-"""Explanations as pure functions: GradCAM and spatial-attention maps, and an overlay.
+"""Explanations as pure functions: signed GradCAM and spatial-attention maps.
 
 ``explain`` runs the model once on a batch of model inputs and returns the scores with
-one GradCAM map per stream and a fused one, all (B, S, S) in [0, 1], plus each stream's
-spatial-attention map. GradCAM (Selvaraju et al., 2017) for a regression output: the
-gradient of the predicted score with respect to a stream's last feature map, averaged
-over space, weights that map's channels. The weighted sum is signed for a regression
-score: ``sign="positive"`` (classic GradCAM) keeps the regions that raise the score,
-``"negative"`` those that lower it, ``"both"`` (the default) the magnitude of either,
-i.e. where the score comes from. ``resize_map`` brings a map to an image's resolution;
-``overlay`` blends a map onto an image. No I/O, no plotting, no state.
+one GradCAM map per stream and a fused one, plus each stream's spatial-attention map,
+all at the model's own resolution (16x16 and 8x8 for the MobileNets at 512 px): a map is
+only brought to a picture's size when it is drawn (``afiqa.render``), and then only to
+the size shown.
+
+GradCAM (Selvaraju et al., 2017) for a regression output: the gradient of the predicted
+score with respect to a stream's last feature map, averaged over space, weights that
+map's channels; the weighted sum is the first-order share of the score each position
+carries. It is kept **signed**: positive where the region raises the score, negative
+where it lowers it (no ReLU and no absolute value, which would paint both the same).
+Each map is divided by its largest absolute value, so it lies in [-1, 1] with 0 meaning
+"no effect": a map that is nearly flat stays nearly flat (min-max scaling stretched the
+small differences of an evenly blurred photo into blotches). The fused map is the mean of
+the streams' maps in score units, scaled the same way. ``np.abs`` of a map is the
+magnitude view (where the score comes from, either way). No I/O, no plotting, no state;
+Keras is imported when a model is explained, not on import.
 """
 
 from __future__ import annotations
@@ -30,19 +38,15 @@ FUSED = "fused"
 @dataclass
 class Explanation:
     scores: np.ndarray  # (B,) model output, MOS on [0, 1]
-    gradcam: dict[str, np.ndarray]  # "stream_i" and "fused" -> (B, S, S) in [0, 1]
-    attention: dict[str, np.ndarray]  # "stream_i" -> (B, S, S) spatial attention in [0, 1]
+    gradcam: dict[str, np.ndarray]  # "stream_i" and "fused" -> (B, h, w) signed, in [-1, 1]
+    attention: dict[str, np.ndarray]  # "stream_i" -> (B, h, w) spatial attention in [0, 1]
 
 
-SIGNS = ("both", "positive", "negative")
+def explain(model, images: np.ndarray) -> Explanation:
+    """Scores, signed GradCAM maps and attention maps for a (B, S, S, 3) batch of model inputs."""
+    from afiqa.model import HEAD, stream_name, streams_of
 
-
-def explain(model: keras.Model, images: np.ndarray, sign: str = "both") -> Explanation:
-    """Scores, GradCAM maps and attention maps for a (B, S, S, 3) batch of model inputs."""
-    if sign not in SIGNS:
-        raise ValueError(f"sign: expected one of {SIGNS}, got {sign!r}")
     images = np.asarray(images, dtype=np.float32)
-    size = images.shape[1:3]
     streams = streams_of(model)
     outs = [_as_list(s.predict_on_batch(images)) for s in streams]
     feats = [o for out in outs for o in out]
@@ -50,18 +54,26 @@ def explain(model: keras.Model, images: np.ndarray, sign: str = "both") -> Expla
     view = _head_view(model.get_layer(HEAD), len(streams))
     (score, *att), grads = _value_and_grads(view, feats, [int(k) for k in fmap_index])
 
-    cams = {}
+    raw = {}
     for i, k in enumerate(fmap_index):
         fmap, g = np.asarray(feats[k], np.float32), grads[i]
-        cam = np.einsum("bhwc,bc->bhw", fmap, g.mean(axis=(1, 2)))
-        cam = np.abs(cam) if sign == "both" else np.maximum(cam if sign == "positive" else -cam, 0.0)
-        cams[stream_name(i)] = np.stack([normalise(resize_map(c, size)) for c in cam])
-    cams[FUSED] = np.stack([normalise(m) for m in np.mean(list(cams.values()), axis=0)])
+        raw[stream_name(i)] = np.einsum("bhwc,bc->bhw", fmap, g.mean(axis=(1, 2)))
+    side = max(m.shape[1] for m in raw.values())  # streams of other backbones may differ
+    fused = np.mean([np.stack([resize_map(c, (side, side)) for c in m]) for m in raw.values()], axis=0)
+    cams = {name: np.stack([scale_signed(c) for c in m]) for name, m in raw.items()}
+    cams[FUSED] = np.stack([scale_signed(c) for c in fused])
     attention = {
-        stream_name(i): np.stack([np.clip(resize_map(a[..., 0], size), 0.0, 1.0) for a in np.asarray(m)])
+        stream_name(i): np.clip(np.asarray(m, np.float32)[..., 0], 0.0, 1.0)
         for i, m in _att_by_stream(att, view).items()
     }
     return Explanation(np.asarray(score, np.float32).reshape(-1), cams, attention)
+
+
+def scale_signed(m: np.ndarray) -> np.ndarray:
+    """A signed map divided by its largest absolute value: [-1, 1], zeros stay zeros."""
+    m = np.asarray(m, np.float32)
+    top = float(np.max(np.abs(m))) if m.size else 0.0
+    return m / top if top > 0 else np.zeros_like(m)
 
 
 def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -73,26 +85,19 @@ def resize_map(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
-    """Blend a [0, 1] heat-map (resized to the image) onto uint8 RGB; returns uint8 RGB."""
-    from matplotlib import colormaps
-
-    image = np.asarray(image)
-    heat = np.clip(resize_map(heatmap, image.shape[:2]), 0.0, 1.0)
-    colour = colormaps[colormap](heat)[..., :3] * 255.0
-    out = (1.0 - alpha) * image[..., :3].astype(np.float32) + alpha * colour
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def _att_by_stream(att: list, view: keras.Model) -> dict[int, np.ndarray]:
+def _att_by_stream(att: list, view) -> dict[int, np.ndarray]:
     return dict(zip(view._afiqa_att_streams, att))
 
 
-_VIEWS: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
+_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # head -> its view
 
 
-def _head_view(head: keras.Model, n_streams: int) -> keras.Model:
+def _head_view(head, n_streams: int):
     """The head with its spatial-attention maps as extra outputs (built once per head)."""
+    import keras
+
+    from afiqa.model import spatial_map_name
+
     view = _VIEWS.get(head)
     if view is None:
         import keras
@@ -107,7 +112,7 @@ def _head_view(head: keras.Model, n_streams: int) -> keras.Model:
     return view
 
 
-def _value_and_grads(view: keras.Model, feats: list, wrt: list[int]):
+def _value_and_grads(view, feats: list, wrt: list[int]):
     """Outputs of ``view(feats)`` and d(sum of scores)/d(feats[k]) for k in ``wrt``."""
     import keras
 

@@ -33,8 +33,8 @@ class ScoreResult:
     score: float | None = None  # on the card's range (0-100), higher is better
     label: str = ""
     error: str = ""  # one sentence when the image could not be scored
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # GradCAM, at image resolution
-    attention: dict[str, np.ndarray] = field(default_factory=dict)  # spatial attention, likewise
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # signed GradCAM in [-1, 1], model resolution
+    attention: dict[str, np.ndarray] = field(default_factory=dict)  # spatial attention in [0, 1], likewise
     image: np.ndarray | None = None  # the decoded RGB the maps align with (heatmaps=True)
 
     @property
@@ -178,8 +178,6 @@ class Predictor:
         if good:
             x = np.stack([d[2] for d in good])
             if heatmaps:
-                from afiqa.explain import resize_map
-
                 expl = self.keras_runtime().explain(x)
                 raws = expl.scores
             else:
@@ -192,10 +190,9 @@ class Predictor:
             score = self.card.to_score(float(raws[k]))
             r = ScoreResult(name, score=score, label=self.card.label(score))
             if expl is not None:
-                hw = rgb.shape[:2]
-                r.image = rgb
-                r.heatmaps = {n: resize_map(m[k], hw) for n, m in expl.gradcam.items()}
-                r.attention = {n: resize_map(m[k], hw) for n, m in expl.attention.items()}
+                r.image = rgb  # the maps stay at the model's resolution: afiqa.render draws them
+                r.heatmaps = {n: m[k] for n, m in expl.gradcam.items()}
+                r.attention = {n: m[k] for n, m in expl.attention.items()}
             k += 1
             yield r
 

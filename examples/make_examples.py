@@ -6,13 +6,16 @@
 The photos are read straight from scikit-image's ``data`` folder (skimage is not imported,
 so its own dependencies are not needed) and saved as small JPEGs here, one of them at
 several distortion strengths so that the app's Compare tab has versions of one photo to
-rank. Sources and licences: examples/LICENSE.md. The output is deterministic.
+rank, and ``captions.json`` says what was done to each (the app's captions; its
+thumbnails are crops at full resolution, where blur, noise and blocks show). Sources and
+licences: examples/LICENSE.md. The output is deterministic.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -40,6 +43,16 @@ def noise(rgb: np.ndarray) -> np.ndarray:
 
 # suffix -> (distortion of the RGB array, JPEG quality it is saved at)
 DISTORTIONS = {"blur": (blur, QUALITY), "noise": (noise, QUALITY), "jpeg": (lambda rgb: rgb, 6)}
+# what each example is, for the app's captions (written to captions.json)
+CAPTIONS = {
+    "coffee.jpg": "coffee: the original (JPEG quality 90)",
+    "coffee_blur.jpg": "coffee, blurred (Gaussian, radius 3)",
+    "coffee_noise.jpg": "coffee, with noise (sigma 22 grey levels)",
+    "coffee_jpeg.jpg": "coffee, saved at JPEG quality 6 (blocks)",
+    "astronaut.jpg": "astronaut: a clean portrait",
+    "chelsea.jpg": "chelsea: a cat, clean",
+    "rocket.jpg": "rocket at dusk: dark sky, bright lights",
+}
 
 
 def skimage_data_dir() -> Path:
@@ -77,6 +90,7 @@ def main() -> int:
                 written.append(save(fn(rgb), f"{stem}_{suffix}.jpg", quality))
         for p in written:
             print(f"{p.relative_to(HERE.parent)}  {p.stat().st_size / 1000:.0f} kB")
+    (HERE / "captions.json").write_text(json.dumps(CAPTIONS, indent=2) + "\n")
     return 0
 
 

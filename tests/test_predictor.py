@@ -54,11 +54,15 @@ def test_score_raises_a_clear_error_for_one_bad_image(tmp_path, tiny_predictor):
         tiny_predictor.score(tmp_path / "missing.jpg")
 
 
-def test_heatmaps_come_at_image_resolution(tiny_predictor):
+def test_heatmaps_come_at_the_models_resolution_and_draw_at_the_images(tiny_predictor):
+    from afiqa.render import overlay
+
     img = scene(9, size=(120, 90))
     r = tiny_predictor.score(jpeg_bytes(img), heatmaps=True)
     assert r.image.shape == img.shape
-    assert r.heatmaps["fused"].shape == img.shape[:2]
+    side = tiny_predictor.size // 32  # never a full-resolution map per image
+    assert r.heatmaps["fused"].shape == (side, side) and np.abs(r.heatmaps["fused"]).max() == 1.0
+    assert overlay(r.image, r.heatmaps["fused"]).shape == img.shape
     assert set(r.attention) == {"stream_0", "stream_1"}
     plain = tiny_predictor.score(jpeg_bytes(img)).score
     assert r.score == pytest.approx(plain, abs=1e-2)
