@@ -471,7 +471,7 @@ def test_an_abandoned_batch_stops_and_the_next_user_is_served(tiny_predictor, ph
         assert slow.scored <= left_at + 2, f"scored {slow.scored - left_at} more after the client left"
         t = time.perf_counter()  # another user's request is not stuck behind the abandoned batch
         score = Client(url, verbose=False).predict(handle_file(str(photos["sharp"])), api_name="/score")[0]
-        assert 0 <= score <= 100 and time.perf_counter() - t < 30
+        assert 0 <= score <= 100 and time.perf_counter() - t < 120  # 53 s seen at load average 15 on 2 cores
         time.sleep(1)
         assert slow.scored < 40 - 10
     finally:
