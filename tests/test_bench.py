@@ -23,7 +23,9 @@ def test_bench_measures_every_row_for_each_runtime_and_writes_json(tiny_litert_c
     assert {r["batch"] for r in report["rows"] if r["key"].startswith("raw_")} == {1, 2, 16}
     assert all(r["per_image_s"] > 0 for r in report["rows"])
     assert "litert / keras, score_batch, batch 2" in report["ratios"]
-    assert report["target"]["goal"] == 0.45 and report["target"]["ratio"] > 0
+    t = report["target"]  # 3 tiny photos: the per-photo time may drown in start-up noise (then nan, said so)
+    assert t["goal"] == 0.45 and (t["ratio"] > 0 or np.isnan(t["ratio"]))
+    assert np.isnan(t["ratio"]) or t["ratio"] == pytest.approx(t["litert_cli_per_photo_s"] / t["keras_forward_batch_16_s"])
     table = capsys.readouterr().out
     assert "| measurement | batch | litert | keras |" in table and "target: LiteRT `afiqa score`" in table
 
