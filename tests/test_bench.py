@@ -3,6 +3,9 @@ are not checked: smoke only)."""
 
 import json
 
+import numpy as np
+import pytest
+
 from afiqa import bench
 
 
