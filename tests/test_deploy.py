@@ -41,8 +41,11 @@ def test_publish_dry_run_stages_weights_card_and_a_hub_model_card(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "dry run: would create the model repo someone/afiqa-biq2021" in p.stdout
     card = json.loads((ROOT / "weights" / "afiqa-biq2021.json").read_text())
-    assert sorted(f.name for f in stage.iterdir()) == ["README.md", "afiqa-biq2021.json", "afiqa-biq2021.weights.h5"]
+    assert sorted(f.name for f in stage.iterdir()) == ["README.md", "afiqa-biq2021.json", "afiqa-biq2021.tflite",
+                                                       "afiqa-biq2021.weights.h5"]  # the LiteRT export too
     assert hashlib.sha256((stage / "afiqa-biq2021.weights.h5").read_bytes()).hexdigest() == card["sha256"]
+    lite = card["exports"]["litert"]
+    assert hashlib.sha256((stage / "afiqa-biq2021.tflite").read_bytes()).hexdigest() == lite["sha256"]
     assert json.loads((stage / "afiqa-biq2021.json").read_text()) == card
     meta = front_matter((stage / "README.md").read_text(encoding="utf-8"))
     assert meta["license"] == "mit" and meta["library_name"] == "keras" and meta["datasets"] == ["BIQ2021"]
