@@ -7,7 +7,9 @@
 
 Exit codes: 0 every file was scored; 1 some file could not be scored (each is reported,
 the others are scored); 2 usage, set-up or output error (bad arguments, unknown model,
-weights not found, an output path that cannot or must not be written), in one line.
+weights not found, an output path that cannot or must not be written), in one line;
+130 Ctrl-C; 141 the reader of the output went away (``| head``). The last two keep the
+CSV rows written so far.
 
 The CSV is written beside FILE under a temporary name and renamed into place (after
 Ctrl-C too, with the rows so far); FILE is never a photo: an image name or an existing
@@ -34,13 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as a message at exit
+        return code
     except AfiqaError as e:
         print(f"afiqa: {_printable(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("afiqa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `afiqa score ... | head`: the reader left; stop as quietly as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -174,8 +181,8 @@ def _score(args) -> int:
             if bar:
                 bar.update(1)
     except BaseException as e:
-        if out:  # Ctrl-C keeps the rows so far; an error leaves the old file as it was
-            out.close() if isinstance(e, KeyboardInterrupt) else out.discard()
+        if out:  # Ctrl-C or a closed pipe keeps the rows so far; an error leaves the old file as it was
+            out.close() if isinstance(e, (KeyboardInterrupt, BrokenPipeError)) else out.discard()
         raise
     finally:
         if bar:

@@ -15,8 +15,11 @@ model's output (B,), MOS on [0, 1]. ``select`` picks one, once, and says why:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +135,8 @@ class LiteRTRuntime:
             raise WeightsError(f"{self.path} takes inputs of shape {list(self._in['shape'])}, but the model card "
                                f"says (batch, {image_size}, {image_size}, 3): it belongs to another model")
         self._batch = int(self._in["shape"][0])
-        self._interp.allocate_tensors()
+        with _without_litert_banner():
+            self._interp.allocate_tensors()  # where XNNPACK is applied, and announced once per process
         self._lock = threading.Lock()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -148,6 +152,43 @@ class LiteRTRuntime:
 
     def describe(self) -> str:
         return f"LiteRT (ai-edge-litert, XNNPACK, {self.threads} threads), {self.path}"
+
+
+LITERT_BANNER = "Created TensorFlow Lite XNNPACK delegate for CPU."
+_banner_shown = False  # LiteRT prints it once per process: only the first allocation is filtered
+
+
+@contextlib.contextmanager
+def _without_litert_banner():
+    """Leave out LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.".
+
+    The interpreter's C++ side writes it to file descriptor 2 on its first allocation,
+    where no Python setting reaches it, so a good ``afiqa score`` run would not be quiet.
+    Meanwhile fd 2 goes to a temporary file; every other line written there is passed on.
+    """
+    global _banner_shown
+    if _banner_shown:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no fd 2 (a detached process): nothing to filter
+        yield
+        return
+    _banner_shown = True
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            rest = [line for line in tmp.read().decode(errors="replace").splitlines(True) if LITERT_BANNER not in line]
+            if rest:
+                sys.stderr.write("".join(rest))
+                sys.stderr.flush()
 
 
 def _forward_fn(model, size: int):

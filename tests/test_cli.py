@@ -248,3 +248,19 @@ def test_a_good_run_logs_nothing_and_a_user_error_is_one_line(folder, tiny_card_
     assert p.returncode == 0 and p.stderr == "", p.stderr  # no TensorFlow banners, no warnings
     p = run("score", folder / "sharp.jpg", "--model", tiny_card_path, "--weights", folder / "nope.h5")
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "does not exist" in p.stderr, p.stderr
+
+
+def test_a_reader_that_leaves_stops_the_run_quietly_and_keeps_the_csv(folder, tiny_card_path, tmp_path):
+    """`afiqa score DIR --csv OUT | head -1`: no traceback, the rows so far kept."""
+    out = tmp_path / "s.csv"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, "-m", "afiqa", "score", str(folder), "--csv", str(out), "--model",
+                          str(tiny_card_path), "--batch-size", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env)
+    assert b"score" in p.stdout.readline()  # the header; then the reader goes
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) in (0, 1, 141), err  # 0/1: it finished before it noticed
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert all(r["path"] for r in rows)
