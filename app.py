@@ -568,10 +568,17 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
             batch_key = gr.State()
 
         def on_score(image, stream, view, key):
-            *out, result = score_image(predictor, image, stream, view, STORE.get(key))
-            if result is not None and result is not STORE.get(key):
+            last = STORE.get(key)
+            if image and not predictor.heatmaps_ready() and not (last is not None and last.source == str(image)):
+                # The Keras model for heat-maps is still warming (the first seconds after start):
+                # the score comes now from the scoring runtime, the maps when they are ready.
+                quick = score_file(predictor, image, keep=None)
+                if quick.ok:
+                    yield round(quick.score, 2), quick.label, None, None, key
+            *out, result = score_image(predictor, image, stream, view, last)
+            if result is not None and result is not last:
                 key = STORE.put(result, _result_bytes([result]))
-            return (*out, key)
+            yield (*out, key)
 
         def on_maps(key, stream, view):
             result = STORE.get(key)
@@ -622,7 +629,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
 
         outputs = [score, label, slider, attention, maps]
         scored = image.change(on_score, [image, stream, view, maps], outputs, api_name="score", **model_events)
-        scored.success(on_card, [score, label], score_card, **quiet)
+        score.change(on_card, [score, label], score_card, **quiet)  # as soon as a score shows
         scored.failure(lambda: (None, "", None, None, None, on_card(None, "")), None, [*outputs, score_card], **quiet)
         for control in (stream, view):
             control.change(on_maps, [maps, stream, view], [slider, attention, legend], **quiet)

@@ -114,6 +114,11 @@ class Predictor:
                     self._keras = runtimes.load_keras(self.card, None, self._weights_dir)
         return self._keras
 
+    def heatmaps_ready(self) -> bool:
+        """Whether a heat-map request would start at once: the Keras runtime is built and
+        has explained once (``warm(heatmaps=True)`` does both)."""
+        return self._keras is not None and self._keras.explained
+
     def warm(self, heatmaps: bool = False, background: bool = False) -> threading.Thread | None:
         """Run the scoring runtime once so the first request is not slow; with ``heatmaps``,
         also build and run the Keras model for heat-maps (on a thread with ``background``)."""

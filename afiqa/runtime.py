@@ -89,6 +89,7 @@ class KerasRuntime:
             ) from None
         self.size = card.config.image_size
         self._forward = None  # the traced forward pass, made on first use
+        self.explained = False
         self._lock = threading.Lock()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -101,7 +102,9 @@ class KerasRuntime:
     def explain(self, x: np.ndarray):
         from afiqa.explain import explain
 
-        return explain(self.model, x)
+        out = explain(self.model, x)
+        self.explained = True  # traced: the next call is quick
+        return out
 
     def describe(self) -> str:
         return f"Keras {backend()} backend on {device()}, weights {self.path}"

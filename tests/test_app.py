@@ -222,6 +222,28 @@ def test_api_score_matches_the_cli(client, tiny_card_path, tmp_path):
     assert streamed[0] == score
 
 
+def test_a_cold_heatmap_model_does_not_hold_back_the_first_score(tiny_litert_card_path):
+    """Issue 14: the app serves its page while the Keras model for heat-maps still warms;
+    a /score meanwhile shows the LiteRT score first, then the maps."""
+    from gradio_client import Client, handle_file
+
+    from afiqa import Predictor
+
+    cold = Predictor(tiny_litert_card_path)
+    assert cold.runtime.name == "litert" and not cold.heatmaps_ready()
+    demo, url = _start(cold)
+    try:
+        job = Client(url, verbose=False).submit(handle_file(str(EXAMPLES / "coffee.jpg")), api_name="/score")
+        final = job.result(timeout=300)
+        first, *_ = job.outputs()
+    finally:
+        demo.close()
+    assert first[2] is None and first[1] and final[2], (first, final)  # the score alone, then with its maps
+    assert abs(first[0] - final[0]) <= 0.5  # LiteRT, then Keras with the maps: within the export's tolerance
+    assert len(final[2]) == 2 and Path(final[3]).is_file()
+    assert cold.heatmaps_ready()
+
+
 def test_api_score_reports_a_bad_image(client, photos):
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
