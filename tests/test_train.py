@@ -152,3 +152,30 @@ def test_a_stopped_cache_run_resumes_where_it_stopped_and_matches_a_clean_run(tm
     loaded.clear()
     write_outputs(cfg, load, 10, tmp_path / "cut", 1, batch_size=2, flush_every=1, key="other")
     assert loaded == list(range(10))  # other rows: started afresh
+
+
+def test_threaded_batches_are_the_same_whichever_thread_makes_them():
+    """train.loader_workers > 0: each batch draws its flip from its own (seed, epoch,
+    batch) generator, so the order in which threads ask for batches changes nothing."""
+    from train.features import CachedBatches
+
+    class Rows:  # stands in for a FeatureCache: the rows themselves, and whether they were flipped
+        scores = np.arange(40, dtype=np.float32)
+
+        def inputs(self, rows, streams, multilevel, flip=False):
+            return [np.asarray(rows, np.float32), np.full(len(rows), flip)]
+
+    def epoch(batches, order):
+        got = {k: batches[k] for k in order}
+        return [np.concatenate([got[k][0][0], got[k][0][1]]) for k in range(len(batches))]
+
+    a = CachedBatches(Rows(), np.arange(40), [0], False, 8, True, True, 7, workers=2)
+    b = CachedBatches(Rows(), np.arange(40), [0], False, 8, True, True, 7, workers=2)
+    first = epoch(a, range(len(a)))
+    assert all(np.array_equal(x, y) for x, y in zip(first, epoch(b, reversed(range(len(b))))))
+    assert sorted(np.concatenate([x[:8] for x in first]).tolist()) == list(range(40))  # every row once
+    flips = {bool(x[-1]) for x in first}
+    a.on_epoch_end()
+    second = epoch(a, range(len(a)))
+    assert not all(np.array_equal(x, y) for x, y in zip(first, second))  # a new epoch, new batches
+    assert flips | {bool(x[-1]) for x in second} == {True, False}  # flips happen, not always

@@ -128,7 +128,7 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
         syn = t["synthetic"]
         trainer.compile(optimizer, loss=[loss, hinge(float(syn["margin"]))], loss_weights=[1.0, float(syn["weight"])])
     batches = CachedBatches(cache, rows_train, streams, mcfg.multilevel, int(t["batch_size"]), True,
-                            bool(t.get("flip", False)), int(t["seed"]), pairs)
+                            bool(t.get("flip", False)), int(t["seed"]), pairs, int(t.get("loader_workers", 0)))
     x_val = cache.inputs(rows_val, streams, mcfg.multilevel)
     y_val = cache.scores[rows_val]
     best, best_weights, history = None, None, []
