@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from afiqa.errors import AfiqaError
+from afiqa.zoo import DEFAULT_MODEL
 
 FORMATS = ("litert",)
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -65,7 +66,7 @@ def raw_scores(runtime, paths: Sequence, size: int, batch_size: int = 8) -> np.n
 
 
 def export(
-    model: str | os.PathLike = "afiqa-biq2021",
+    model: str | os.PathLike = DEFAULT_MODEL,
     fmt: str = "litert",
     precision: str = "fp16",
     out: str | os.PathLike | None = None,

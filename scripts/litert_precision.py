@@ -1,6 +1,6 @@
 """Choose the precision of a model's shipped LiteRT export by measurement.
 
-    python scripts/litert_precision.py --data-dir path/to/BIQ2021 [--model afiqa-biq2021]
+    python scripts/litert_precision.py --data-dir path/to/BIQ2021 [--model NAME]
         [--precisions fp32 fp16 int8] [--reference keras_scores.json] [--json OUT] [--ship]
 
 Each precision is exported (``afiqa.export``) and scored on the BIQ2021 validation part
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--model", default="afiqa-biq2021")
+    ap.add_argument("--model", default=None, help="model name or card (default: the default model)")
     ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     ap.add_argument("--reference", help="JSON {path: Keras score 0-100} of the validation photos")
     ap.add_argument("--json", help="write the measurements here")
@@ -100,6 +100,9 @@ def main(argv=None) -> int:
                     "afiqa.export.to_litert: checked as they are instead of converted again")
     args = ap.parse_args(argv)
 
+    from afiqa.zoo import DEFAULT_MODEL
+
+    args.model = args.model or DEFAULT_MODEL
     card, weights_dir = load_card(args.model)
     lo, hi = card.score_range
     paths = validation_paths(args.data_dir)

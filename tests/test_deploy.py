@@ -20,6 +20,7 @@ import yaml
 from hubserver import HubServer
 
 ROOT = Path(__file__).resolve().parent.parent
+from afiqa.zoo import DEFAULT_MODEL as M  # noqa: E402  (the default model is what is published and hosted)
 MB = 1024 * 1024
 
 
@@ -37,16 +38,15 @@ def front_matter(text: str) -> dict:
 
 def test_publish_dry_run_stages_weights_card_and_a_hub_model_card(tmp_path):
     stage = tmp_path / "stage"
-    p = script("publish_model.py", "--stage", stage, "--repo", "someone/afiqa-biq2021", "--dry-run")
+    p = script("publish_model.py", "--stage", stage, "--repo", f"someone/{M}", "--dry-run")
     assert p.returncode == 0, p.stderr
-    assert "dry run: would create the model repo someone/afiqa-biq2021" in p.stdout
-    card = json.loads((ROOT / "weights" / "afiqa-biq2021.json").read_text())
-    assert sorted(f.name for f in stage.iterdir()) == ["README.md", "afiqa-biq2021.json", "afiqa-biq2021.tflite",
-                                                       "afiqa-biq2021.weights.h5"]  # the LiteRT export too
-    assert hashlib.sha256((stage / "afiqa-biq2021.weights.h5").read_bytes()).hexdigest() == card["sha256"]
+    assert f"dry run: would create the model repo someone/{M}" in p.stdout
+    card = json.loads((ROOT / "weights" / f"{M}.json").read_text())
+    assert sorted(f.name for f in stage.iterdir()) == ["README.md", f"{M}.json", f"{M}.tflite", f"{M}.weights.h5"]  # the LiteRT export too
+    assert hashlib.sha256((stage / f"{M}.weights.h5").read_bytes()).hexdigest() == card["sha256"]
     lite = card["exports"]["litert"]
-    assert hashlib.sha256((stage / "afiqa-biq2021.tflite").read_bytes()).hexdigest() == lite["sha256"]
-    assert json.loads((stage / "afiqa-biq2021.json").read_text()) == card
+    assert hashlib.sha256((stage / f"{M}.tflite").read_bytes()).hexdigest() == lite["sha256"]
+    assert json.loads((stage / f"{M}.json").read_text()) == card
     meta = front_matter((stage / "README.md").read_text(encoding="utf-8"))
     assert meta["license"] == "mit" and meta["library_name"] == "keras" and meta["datasets"] == ["BIQ2021"]
     assert "image-quality-assessment" in meta["tags"]
@@ -73,20 +73,20 @@ def test_space_with_weights_in_lfs(tmp_path):
     p = script("build_space.py", out, "--upload", "someone/afiqa", "--dry-run")
     assert p.returncode == 0, p.stderr
     assert "dry run: would create the Space someone/afiqa" in p.stdout and "(LFS)" in p.stdout
-    for f in ("app.py", "requirements.txt", "afiqa/cli.py", "afiqa/csvout.py", "weights/afiqa-biq2021.json",
-              "weights/afiqa-biq2021.weights.h5", "examples/coffee.jpg", ".gitattributes"):
+    for f in ("app.py", "requirements.txt", "afiqa/cli.py", "afiqa/csvout.py", f"weights/{M}.json",
+              f"weights/{M}.weights.h5", "examples/coffee.jpg", ".gitattributes"):
         assert (out / f).is_file(), f
     meta = front_matter((out / "README.md").read_text(encoding="utf-8"))
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
     # every file over 10 MB is in LFS for git (checked with git itself)
     subprocess.run(["git", "init", "-q", str(out)], check=True)
     big = [str(f.relative_to(out)) for f in out.rglob("*") if f.is_file() and f.stat().st_size > 10 * MB]
-    assert big == ["weights/afiqa-biq2021.weights.h5"]
+    assert big == [f"weights/{M}.weights.h5"]
     attrs = subprocess.run(["git", "-C", str(out), "check-attr", "filter", *big], capture_output=True, text=True,
                            check=True).stdout
-    assert attrs.strip() == "weights/afiqa-biq2021.weights.h5: filter: lfs"
+    assert attrs.strip() == f"weights/{M}.weights.h5: filter: lfs"
     # ... and this repository's own weights stay plain git objects
-    here = subprocess.run(["git", "-C", str(ROOT), "check-attr", "filter", "weights/afiqa-biq2021.weights.h5"],
+    here = subprocess.run(["git", "-C", str(ROOT), "check-attr", "filter", f"weights/{M}.weights.h5"],
                           capture_output=True, text=True, check=True).stdout
     assert here.strip().endswith("filter: unspecified")
 
