@@ -2,7 +2,7 @@
 
     afiqa score PATH... [--csv FILE] [--heatmaps DIR] [--batch-size N] [--model NAME|CARD.json]
     afiqa score PATH|LISTING... --engine ray [--csv FILE] [--parquet FILE] [--ray-address ADDR] [--workers N]
-    afiqa export --model NAME|CARD.json --format litert [--precision fp32|fp16|int8] [--out FILE]
+    afiqa export --model NAME|CARD.json [--format litert|onnx] [--precision fp32|fp16|int8] [--out FILE]
     afiqa info
 
 Exit codes: 0 every file was scored; 1 some file could not be scored (each is reported,
@@ -80,12 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=positive_int, metavar="N", help="scoring workers (default: one per CPU)")
     s.set_defaults(func=_score_with_engine)
 
-    e = sub.add_parser("export", help="export a model for LiteRT and record it in its model card")
+    e = sub.add_parser("export", help="export a model for LiteRT or ONNX and record it in its model card")
     e.add_argument("--model", default=DEFAULT_MODEL, help="a model name, or a model card .json")
-    e.add_argument("--format", default="litert", choices=("litert",))
-    e.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"),
-                   help="fp16 (default): half the size of fp32, same scores within 0.1 on the check set")
-    e.add_argument("--out", metavar="FILE", help="where to write it (default: NAME.tflite beside the weights)")
+    e.add_argument("--format", default="litert", choices=("litert", "onnx"),
+                   help="litert (default): afiqa's own CPU runtime; onnx: for ONNX Runtime and others (afiqa[onnx])")
+    e.add_argument("--precision", default=None, choices=("fp32", "fp16", "int8"),
+                   help="litert: fp16 (default; half the size of fp32, the same speed), fp32 or int8; onnx: fp32")
+    e.add_argument("--out", metavar="FILE", help="where to write it (default: NAME.tflite or NAME.onnx beside the weights)")
     e.add_argument("--weights", metavar="FILE", help="Keras weights file to export instead of the resolved one")
     e.add_argument("--check", nargs="+", metavar="PATH", help="photos or folders to compare it with Keras on "
                    "(default: the repository's examples/)")

@@ -1,30 +1,36 @@
 """Export a model for another runtime and record the export in its model card.
 
-    afiqa export --model NAME|CARD.json --format litert [--precision fp32|fp16|int8] [--out FILE]
+    afiqa export --model NAME|CARD.json [--format litert|onnx] [--precision fp32|fp16|int8] [--out FILE]
                  [--check PATH...] [--force]
 
-``litert``: the Keras model is exported as a TensorFlow SavedModel
-(``model.export(dir, format="tf_saved_model")``) and converted by TensorFlow's own
-converter (``tf.lite.TFLiteConverter.from_saved_model``):
+``litert`` (afiqa's own fast CPU runtime, ``afiqa.runtime``): the Keras model is
+exported as a TensorFlow SavedModel (``model.export(dir, format="tf_saved_model")``) and
+converted by TensorFlow's own converter (``tf.lite.TFLiteConverter.from_saved_model``):
 
 * ``fp32``: the weights as they are;
 * ``fp16``: the weights stored as float16 (half the file; LiteRT computes in float32 on
   a CPU, so the speed is fp32's);
 * ``int8``: dynamic-range quantisation: int8 weights, activations quantised on the fly.
 
+``onnx`` (for runtimes afiqa does not run itself: ONNX Runtime, TensorRT, OpenVINO...):
+the model's inference pass, traced by ``tf.function``, converted by ``tf2onnx``
+(opset 17), fp32 only, checked with ONNX Runtime. Needs ``pip install "afiqa[onnx]"``.
+
 The export is then checked: every photo of the check set (``--check``; default the
 repository's ``examples/``) is scored by Keras and by the export, and the largest
 difference, on the card's 0-100 scale, is recorded with the file's name, sha256 and
-precision under ``exports.litert`` of the model card JSON (``weights/NAME.json`` for a
+precision under ``exports.<format>`` of the model card JSON (``weights/NAME.json`` for a
 model of the table, else the card file given). Needs TensorFlow (``afiqa[tf]``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +38,10 @@ import numpy as np
 from afiqa.errors import AfiqaError
 from afiqa.zoo import DEFAULT_MODEL
 
-FORMATS = ("litert",)
 PRECISIONS = ("fp32", "fp16", "int8")
+ONNX_OPSET = 17
+ONNX_HINT = 'pip install "afiqa[onnx]"'
+
 TOLERANCE = 0.5  # the largest score difference to Keras (0-100 scale) an export may show
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 
@@ -54,6 +62,82 @@ def to_litert(model, precision: str = "fp16") -> bytes:
         return conv.convert()
 
 
+def to_onnx(model, precision: str = "fp32") -> bytes:
+    """The ONNX model (opset ``ONNX_OPSET``) of a Keras model's inference pass, input
+    ``image`` (None, S, S, 3) float32 RGB 0..255, output the MOS on [0, 1]."""
+    import logging
+
+    import tensorflow as tf
+    import tf2onnx
+
+    if precision != "fp32":
+        raise AfiqaError(f"The ONNX export is fp32 only, not {precision}.")
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    size = int(model.input_shape[1])
+    spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
+    fn = tf.function(lambda x: model(x, training=False))
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=ONNX_OPSET)
+    return proto.SerializeToString()
+
+
+class OnnxRunner:
+    """An ONNX file run by ONNX Runtime on the CPU: what the export is checked with."""
+
+    def __init__(self, path: Path, image_size: int):
+        import onnxruntime
+
+        self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._session.run(None, {self._input: np.asarray(x, np.float32)})[0]).reshape(-1)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: how it is written, run for the check, and what it needs."""
+
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    convert: Callable  # (keras model, precision) -> bytes
+    runner: Callable  # (path, image size) -> an object with predict(x) -> (B,) MOS
+    needs: tuple[tuple[str, str], ...]  # (module, how to install it)
+    converter: Callable[[], str]  # what converted it, with versions
+
+
+def _litert_runner(path: Path, image_size: int):
+    from afiqa.runtime import LiteRTRuntime
+
+    return LiteRTRuntime(path, image_size)
+
+
+def _version(module: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _tf_converter() -> str:
+    import tensorflow as tf
+
+    return f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model"
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "litert": ExportFormat("litert", ".tflite", PRECISIONS, to_litert, _litert_runner,
+                           (("ai_edge_litert", "pip install ai-edge-litert"),), _tf_converter),
+    "onnx": ExportFormat("onnx", ".onnx", ("fp32",), to_onnx, OnnxRunner,
+                         (("tf2onnx", ONNX_HINT), ("onnxruntime", ONNX_HINT)),
+                         lambda: f"tf2onnx {_version('tf2onnx')}, opset {ONNX_OPSET}; checked with onnxruntime "
+                                 f"{_version('onnxruntime')}"),
+}
+DEFAULT_PRECISION = {"litert": "fp16", "onnx": "fp32"}
+
+
 def raw_scores(runtime, paths: Sequence, size: int, batch_size: int = 8) -> np.ndarray:
     """Model output (MOS on [0, 1]) of ``runtime`` for each photo, through the input policy."""
     from afiqa.inputs import load_rgb, to_model_input
@@ -68,7 +152,7 @@ def raw_scores(runtime, paths: Sequence, size: int, batch_size: int = 8) -> np.n
 def export(
     model: str | os.PathLike = DEFAULT_MODEL,
     fmt: str = "litert",
-    precision: str = "fp16",
+    precision: str | None = None,
     out: str | os.PathLike | None = None,
     check: Sequence | None = None,
     check_name: str | None = None,
@@ -90,13 +174,18 @@ def export(
 
     if fmt not in FORMATS:
         raise AfiqaError(f"Unknown export format {fmt!r}; afiqa exports {', '.join(FORMATS)}.")
-    if precision not in PRECISIONS:
-        raise AfiqaError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    form = FORMATS[fmt]
+    precision = precision or DEFAULT_PRECISION[fmt]
+    if precision not in form.precisions:
+        raise AfiqaError(f"Unknown precision {precision!r} for {fmt}; choose one of {', '.join(form.precisions)}.")
     if not runtime.has_keras():
         raise runtime.RuntimeUnavailable(runtime.keras_missing_message("afiqa export"))
+    for module, hint in form.needs:
+        if importlib.util.find_spec(module) is None:
+            raise runtime.RuntimeUnavailable(f"The {fmt} export needs {module}, which is not installed: {hint}.")
     card, weights_dir = load_card(model)
     folder = Path(weights_dir or REPO_WEIGHTS_DIR)
-    target = Path(out) if out else folder / f"{card.name}.tflite"
+    target = Path(out) if out else folder / f"{card.name}{form.suffix}"
     if target.exists() and not force:
         raise AfiqaError(f"{target} already exists; pass --force to replace it, or --out another file.")
     if check is None:
@@ -104,26 +193,23 @@ def export(
     check = list(check)
     if not check:
         raise AfiqaError("No photos to check the export on; pass some with --check PATH.")
-    if runtime.has_litert() is False:
-        raise runtime.RuntimeUnavailable(f"Checking a LiteRT export needs ai-edge-litert: {runtime.LITERT_HINT}.")
 
     keras_rt = runtime.load_keras(card, weights, weights_dir)
-    data = to_litert(keras_rt.model, precision)
+    data = form.convert(keras_rt.model, precision)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part")
     tmp.write_bytes(data)
     try:
-        lite = runtime.LiteRTRuntime(tmp, card.config.image_size)
+        exported = form.runner(tmp, card.config.image_size)
         size = card.config.image_size
         ref = raw_scores(keras_rt, check, size) if reference is None else np.asarray(reference, np.float32)
-        got = raw_scores(lite, check, size)
+        got = raw_scores(exported, check, size)
+        del exported  # the file is renamed next (Windows would refuse while it is open)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     lo, hi = card.score_range
     diff = np.abs(got - ref) * (hi - lo)
-    import tensorflow as tf
-
     rec = {
         "file": target.name,
         "sha256": sha256_of(target),
@@ -134,7 +220,7 @@ def export(
         "max_score_diff": round(float(diff.max()), 4),
         "mean_score_diff": round(float(diff.mean()), 4),
         "tolerance": TOLERANCE,
-        "converter": f"tensorflow {tf.__version__} TFLiteConverter.from_saved_model",
+        "converter": form.converter(),
     }
     if record:
         rec["card"] = str(record_in_card(card, model, weights_dir, fmt, rec))

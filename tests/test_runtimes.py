@@ -33,6 +33,37 @@ def test_export_is_recorded_in_the_card(tiny_litert_card_path):
     assert card["sha256"] and card["config"]["image_size"] == 96  # the rest of the card kept
 
 
+def test_onnx_export_is_checked_with_onnx_runtime_and_recorded_beside_litert(tiny_litert_card_path, tmp_path):
+    """Issue 14's second format: tf2onnx converts this TensorFlow/Keras; ONNX Runtime runs it."""
+    import onnxruntime
+
+    from afiqa.export import export
+    from afiqa.inputs import load_rgb, to_model_input
+    from afiqa.predictor import Predictor
+    from afiqa.weights import sha256_of
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_litert_card_path.parent, d)
+    card_path = d / tiny_litert_card_path.name
+    check = sorted(d.glob("check_*.png"))
+    rec = export(card_path, "onnx", check=check, check_name="6 synthetic scenes")
+    onnx_file = d / "afiqa-tiny.onnx"
+    card = json.loads(card_path.read_text())
+    assert card["exports"]["onnx"]["file"] == "afiqa-tiny.onnx" and "litert" in card["exports"]  # both kept
+    assert rec["precision"] == "fp32" and rec["sha256"] == sha256_of(onnx_file) and "tf2onnx" in rec["converter"]
+    assert 0 <= rec["max_score_diff"] <= 0.05, rec  # fp32 both sides
+    # a user's own ONNX Runtime session gives afiqa's score for the same photo
+    keras_p = Predictor(card_path, runtime="keras")
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    x = to_model_input(load_rgb(check[0], min_size=96), 96)[None].astype(np.float32)
+    raw = float(session.run(None, {session.get_inputs()[0].name: x})[0].reshape(-1)[0])
+    assert abs(keras_p.card.to_score(raw) - keras_p.score(check[0]).score) <= 0.05
+    from afiqa.errors import AfiqaError
+
+    with pytest.raises(AfiqaError, match="fp32 only|choose one of fp32"):
+        export(card_path, "onnx", "fp16", check=check, force=True)
+
+
 def test_export_refuses_to_replace_a_file(tiny_litert_card_path):
     from afiqa.errors import AfiqaError
     from afiqa.export import export
