@@ -21,7 +21,7 @@ def test_model_table_entry_matches_the_shipped_card_and_file():
         assert shipped.test_metrics[k] == card.test_metrics[k]
     weights = REPO_WEIGHTS_DIR / card.weights_file
     assert sha256_of(weights) == card.sha256
-    assert weights.stat().st_size <= 30 * 1024 * 1024
+    assert weights.stat().st_size <= 40 * 1024 * 1024  # issue 13: at most 40 MB
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +48,26 @@ def test_shipped_model_scores_fall_as_blur_rises(shipped):
     scores = [r.score for r in shipped.score_batch([cv2.GaussianBlur(rgb, (0, 0), s) if s else rgb
                                                      for s in (0, 1.5, 3, 6)])]
     assert all(a > b for a, b in zip(scores, scores[1:])), scores
+
+
+@pytest.mark.real_weights
+def test_shipped_attention_differs_between_photos_not_a_fixed_position(shipped):
+    """Issue 13: the spatial attention maps of different photos differ (the paper's "regions
+    of interest"), where afiqa-biq2021's were one positional prior (mean pairwise
+    correlation 0.87 and 0.94). Its mirror half (the map of a mirrored photo is the mirror
+    of the map, >= 0.8) does not hold yet: see train/README.md."""
+    import numpy as np
+
+    from afiqa.inputs import load_rgb
+
+    photos = [load_rgb(EXAMPLES / f"{n}.jpg") for n in ("chelsea", "rocket", "astronaut", "coffee")]
+    results = shipped.score_batch(photos, heatmaps=True)
+
+    def corr(a, b):
+        return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+    for stream in results[0].attention:
+        maps = [np.asarray(r.attention[stream], np.float32) for r in results]
+        assert all(m.std() > 0 for m in maps), stream  # not flat
+        pairs = [corr(maps[i], maps[j]) for i in range(len(maps)) for j in range(i + 1, len(maps))]
+        assert np.mean(pairs) <= 0.6, (stream, pairs)
