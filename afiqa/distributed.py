@@ -81,6 +81,7 @@ class Scorer:
         # before TensorFlow starts: one actor per CPU, each computing on its own threads
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
         os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+        os.environ.setdefault("AFIQA_THREADS", str(threads))  # LiteRT: afiqa.runtime.cpu_threads
         from afiqa.predictor import Predictor
 
         self.base_dir = Path(base_dir)

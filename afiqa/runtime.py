@@ -60,7 +60,12 @@ def _installed(module: str) -> bool:
 
 
 def cpu_threads() -> int:
-    """Cores this process may use (the CPU affinity mask where the OS has one)."""
+    """Threads for the scoring runtime: ``AFIQA_THREADS`` when set (a Ray worker given one
+    CPU sets 1, so that many workers on a node do not each start a thread per core), else
+    the cores this process may use (the CPU affinity mask where the OS has one)."""
+    want = os.environ.get("AFIQA_THREADS", "").strip()
+    if want.isdigit() and int(want) > 0:
+        return int(want)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows

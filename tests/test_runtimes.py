@@ -247,3 +247,15 @@ def test_shipped_export_agrees_with_keras_on_the_examples():
     a = [r.score for r in lite.score_batch(photos)]
     b = [r.score for r in keras_p.score_batch(photos)]
     assert np.abs(np.subtract(a, b)).max() <= rec["tolerance"]
+
+
+def test_litert_threads_follow_afiqa_threads(tiny_litert_card_path, monkeypatch):
+    """A Ray worker given one CPU scores on one thread (AFIQA_THREADS), not one per core."""
+    from afiqa import runtime
+    from afiqa.predictor import Predictor
+
+    monkeypatch.setenv("AFIQA_THREADS", "1")
+    assert runtime.cpu_threads() == 1
+    assert Predictor(tiny_litert_card_path, runtime="litert").runtime.threads == 1
+    monkeypatch.setenv("AFIQA_THREADS", "zero")  # not a count: the cores, as without it
+    assert runtime.cpu_threads() == len(os.sched_getaffinity(0))
