@@ -449,6 +449,9 @@ class _SlowPredictor:
     def __init__(self, predictor):
         self._p, self.card, self.size, self.scored = predictor, predictor.card, predictor.size, 0
 
+    def heatmaps_ready(self):
+        return self._p.heatmaps_ready()
+
     def iter_scores(self, images, heatmaps=False):
         import time
 
