@@ -191,12 +191,16 @@ def score_image(predictor: Predictor, image: str | None, stream: str = FUSED, vi
     """
     if not image:
         return None, "", None, None, None
-    same = last is not None and last.source == str(image)
-    result = last if same else score_file(predictor, image, heatmaps=True)
+    result = last if same_upload(last, image) else score_file(predictor, image, heatmaps=True)
     if not result.ok:
         raise gr.Error(_short_names(result.error, image), title="This image cannot be scored")
     slider, attention = render_maps(result, stream, view)
     return round(result.score, 2), result.label, slider, attention, result
+
+
+def same_upload(last: ScoreResult | None, image: str | None) -> bool:
+    """Whether ``image`` is the upload the page's previous result ``last`` came from."""
+    return last is not None and last.source == str(image)
 
 
 def render_maps(result: ScoreResult | None, stream: str = FUSED, view: str = "signed"):
@@ -569,7 +573,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
 
         def on_score(image, stream, view, key):
             last = STORE.get(key)
-            if image and not predictor.heatmaps_ready() and not (last is not None and last.source == str(image)):
+            if image and not predictor.heatmaps_ready() and not same_upload(last, image):
                 # The Keras model for heat-maps is still warming (the first seconds after start):
                 # the score comes now from the scoring runtime, the maps when they are ready.
                 quick = score_file(predictor, image, keep=None)
