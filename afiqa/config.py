@@ -14,6 +14,7 @@ from typing import Any
 POOLINGS = ("avg", "avg_std", "avg_max")
 LEVEL_TAPS = ("sparse", "dense")
 SPATIAL_PADDINGS = ("zero", "reflect")
+SPATIAL_DESCRIPTORS = ("mean_max", "mean_std")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class ModelConfig:
         ``reflect`` (the descriptors' own mirror image: the map follows content).
     spatial_mirror: tie the convolution's left and right halves, so the attention map
         of a mirrored photo is the mirror of the photo's map.
+    spatial_descriptors: what the convolution reads at each cell: ``mean_max``, the
+        channel-wise mean and max (CBAM), or ``mean_std``, the mean and standard
+        deviation across channels, which a photo's mirror changes far less than the
+        max (``afiqa.attention``).
     multilevel: also mean/std-pool earlier feature maps of each backbone into the fused
         vector, so low-level cues (noise, blur) reach the head.
     level_taps: which earlier maps ``multilevel`` pools: ``sparse``, three (strides 4, 8,
@@ -68,6 +73,7 @@ class ModelConfig:
     spatial_kernel: int = 7
     spatial_padding: str = "zero"
     spatial_mirror: bool = False
+    spatial_descriptors: str = "mean_max"
     multilevel: bool = False
     level_taps: str = "sparse"
     extra_scales: tuple[int, ...] = ()
@@ -101,6 +107,9 @@ class ModelConfig:
             raise ValueError(f"reduction: expected >= 1, got {self.reduction}")
         if self.spatial_padding not in SPATIAL_PADDINGS:
             raise ValueError(f"spatial_padding: expected one of {SPATIAL_PADDINGS}, got {self.spatial_padding!r}")
+        if self.spatial_descriptors not in SPATIAL_DESCRIPTORS:
+            raise ValueError(f"spatial_descriptors: expected one of {SPATIAL_DESCRIPTORS}, "
+                             f"got {self.spatial_descriptors!r}")
         if self.spatial_kernel < 1 or self.spatial_kernel % 2 == 0:
             raise ValueError(f"spatial_kernel: expected an odd size >= 1, got {self.spatial_kernel}")
         if not 0.0 <= self.dropout < 1.0:

@@ -257,14 +257,46 @@ def test_reflect_padded_mirror_tied_attention_follows_content_not_position():
         SpatialAttentionMap(7, "circular")
 
 
+def test_mean_std_descriptors_are_the_channels_mean_and_standard_deviation():
+    """spatial_descriptors="mean_std": the convolution reads each cell's mean and standard
+    deviation across channels (not the max, which one channel decides), stays exactly
+    mirror-equivariant with the tied kernel, and survives a save (get_config)."""
+    from afiqa.attention import SpatialAttentionMap
+
+    rng = np.random.default_rng(5)
+    x = rng.gamma(1.0, size=(2, 8, 8, 32)).astype("float32")
+    layer = SpatialAttentionMap(3, "reflect", mirror=True, descriptors="mean_std")
+    layer.build(x.shape)
+    picks_std = np.zeros((3, 3, 2, 1), "float32")
+    picks_std[1, 1, 1, 0] = 1.0  # the centre tap of the second descriptor only
+    layer.conv.kernel.assign(picks_std)
+    layer.conv.bias.assign(np.zeros(1, "float32"))
+    expected = 1 / (1 + np.exp(-np.sqrt(x.var(axis=-1) + 1e-6)))
+    np.testing.assert_allclose(np.asarray(layer(x))[..., 0], expected, rtol=1e-5)
+    picks_std[1, 1, 1, 0], picks_std[1, 1, 0, 0] = 0.0, 1.0  # the first: the mean
+    layer.conv.kernel.assign(picks_std)
+    np.testing.assert_allclose(np.asarray(layer(x))[..., 0], 1 / (1 + np.exp(-x.mean(axis=-1))), rtol=1e-5)
+
+    layer.conv.kernel.assign(rng.normal(size=(3, 3, 2, 1)).astype("float32"))
+    np.testing.assert_allclose(np.asarray(layer(x[:, :, ::-1])), np.asarray(layer(x))[:, :, ::-1], rtol=1e-5, atol=1e-6)
+    again = SpatialAttentionMap.from_config(layer.get_config())
+    assert again.descriptors == "mean_std"
+    assert np.isfinite(np.asarray(layer(np.zeros((1, 8, 8, 32), "float32")))).all()  # flat cells: no NaN
+    with pytest.raises(ValueError, match="descriptors"):
+        SpatialAttentionMap(7, descriptors="mean_min")
+
+
 def test_attention_options_reach_the_head_and_old_layouts_keep_their_weights(tiny_config):
     from afiqa.model import build_head, spatial_map_name
 
     shapes = [[(None, 3, 3, 8)], [(None, 3, 3, 4)]]
     old = build_head(tiny_config, shapes)
-    new = build_head(tiny_config.replace(spatial_padding="reflect", spatial_mirror=True), shapes)
+    new = build_head(tiny_config.replace(spatial_padding="reflect", spatial_mirror=True,
+                                         spatial_descriptors="mean_std"), shapes)
     layer = new.get_layer(spatial_map_name(0))
-    assert (layer.padding, layer.mirror) == ("reflect", True)
+    assert (layer.padding, layer.mirror, layer.descriptors) == ("reflect", True, "mean_std")
     assert [w.shape for w in old.weights] == [w.shape for w in new.weights]  # same weights, new use
     with pytest.raises(ValueError, match="spatial_padding"):
         tiny_config.replace(spatial_padding="same")
+    with pytest.raises(ValueError, match="spatial_descriptors"):
+        tiny_config.replace(spatial_descriptors="max")
