@@ -3,8 +3,9 @@
 Channel attention: average- and max-pooled descriptors through one shared two-layer MLP
 (reduction ratio ``r``), summed, sigmoid; the map's channels are scaled by the result.
 Spatial attention: the channel-wise mean and max stacked (or mean and standard
-deviation), a ``k x k`` convolution, sigmoid; a (B, H, W, 1) map in [0, 1]. ``SpatialAttentionMap`` returns the map itself
-(so explanations can show it) and the model multiplies it in.
+deviation), a ``k x k`` convolution, sigmoid; a (B, H, W, 1) map in [0, 1].
+``SpatialAttentionMap`` returns the map itself (so explanations can show it) and the
+model multiplies it in.
 
 On a small grid (8x8 cells at 512 px) a 7x7 convolution with zero padding sees the
 border at almost every position, and a trained one learns where the border is: the
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+
+from afiqa.config import SPATIAL_DESCRIPTORS, SPATIAL_PADDINGS
 
 
 @keras.saving.register_keras_serializable(package="afiqa")
@@ -61,8 +64,8 @@ class ChannelAttention(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="afiqa")
 class SpatialAttentionMap(keras.layers.Layer):
-    PADDINGS = ("zero", "reflect")
-    DESCRIPTORS = ("mean_max", "mean_std")
+    PADDINGS = SPATIAL_PADDINGS
+    DESCRIPTORS = SPATIAL_DESCRIPTORS
 
     def __init__(self, kernel_size: int = 7, padding: str = "zero", mirror: bool = False,
                  descriptors: str = "mean_max", **kwargs):

@@ -204,22 +204,8 @@ register(
 register(
     ModelCard(
         name="afiqa-v3",
-        config=ModelConfig(
-            backbones=("mobilenet_v2", "mobilenet"),
-            image_size=512,
-            backbone_weights=None,  # the weights file holds the backbones too
-            feature_pool=2,
-            spatial_residual=True,
-            spatial_padding="reflect",
-            spatial_mirror=True,
-            spatial_descriptors="mean_std",
-            multilevel=True,
-            level_taps="dense",
-            pooling="avg_std",
-            head_units=(16,),
-            head_members=3,
-            dropout=0.5,
-        ),
+        # afiqa-v2's network with one change: the attention map read from mean and std
+        config=MODELS["afiqa-v2"].config.replace(spatial_descriptors="mean_std"),
         weights_file="afiqa-v3.weights.h5",
         sha256="684d79ef8f8dcab722d1dcab280fc0fa750c38a9cf26389776ca44add6b41bbf",
         hub_repo="afiqa/afiqa-v3",
