@@ -22,7 +22,7 @@ from afiqa.errors import UnknownNameError
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    constructor: str  # attribute of keras.applications
+    constructor: str  # attribute of keras.applications (LiteSpec: afiqa's own builder)
     preprocess: str  # mode of afiqa.layers.BackbonePreprocess
     feature_layer: str  # name of the last feature map (the headless output)
     kwargs: tuple[tuple[str, object], ...] = ()
@@ -74,7 +74,7 @@ def _efficientnet_lite(i: int) -> LiteSpec:
     # expansion layer (all blocks but the first expand).
     levels = [k for k, b in enumerate(plan) if b["stride"] == 2][1:]
     return LiteSpec(
-        f"efficientnet_lite{i}", f"efficientnet_lite.build({i})", "lite", "top_relu", (),
+        f"efficientnet_lite{i}", "afiqa.efficientnet_lite.build", "lite", "top_relu", (),
         tuple(f"block_{k}_expand_relu" for k in levels),
         ("stem_relu", *(f"block_{k}_expand_relu" for k, b in enumerate(plan) if b["expand"])),
         variant=i,
