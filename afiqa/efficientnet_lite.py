@@ -109,7 +109,7 @@ def build(variant: int, weights: str | None = "imagenet", include_top: bool = Fa
 
     Any input size; headless (the last map, ``top_relu``) unless ``include_top``, which adds
     global average pooling and the 1,000 ImageNet logits. ``weights=None`` builds the same
-    layers with random values (the layout is still read from the ImageNet file).
+    layers with random values and reads no file (loading a trained afiqa model does this).
     """
     import keras
     from keras import layers
