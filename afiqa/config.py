@@ -15,6 +15,7 @@ POOLINGS = ("avg", "avg_std", "avg_max")
 LEVEL_TAPS = ("sparse", "dense")
 SPATIAL_PADDINGS = ("zero", "reflect")
 SPATIAL_DESCRIPTORS = ("mean_max", "mean_std")
+SPATIAL_KERNEL_FORMS = ("free", "smooth")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class ModelConfig:
         channel-wise mean and max (CBAM), or ``mean_std``, the mean and standard
         deviation across channels, which a photo's mirror changes far less than the
         max (``afiqa.attention``).
+    spatial_kernel_form: ``free``, any ``k x k x 2`` convolution (CBAM), or ``smooth``,
+        one learned non-negative profile (a blur that sums to 1) shared by both
+        descriptors, each with its own signed weight: the map is a blurred, weighted
+        sum of the descriptors and cannot be a difference of neighbouring cells, which
+        magnifies the backbone's small left/right differences (``afiqa.attention``).
     multilevel: also mean/std-pool earlier feature maps of each backbone into the fused
         vector, so low-level cues (noise, blur) reach the head.
     level_taps: which earlier maps ``multilevel`` pools: ``sparse``, three (strides 4, 8,
@@ -74,6 +80,7 @@ class ModelConfig:
     spatial_padding: str = "zero"
     spatial_mirror: bool = False
     spatial_descriptors: str = "mean_max"
+    spatial_kernel_form: str = "free"
     multilevel: bool = False
     level_taps: str = "sparse"
     extra_scales: tuple[int, ...] = ()
@@ -110,6 +117,9 @@ class ModelConfig:
         if self.spatial_descriptors not in SPATIAL_DESCRIPTORS:
             raise ValueError(f"spatial_descriptors: expected one of {SPATIAL_DESCRIPTORS}, "
                              f"got {self.spatial_descriptors!r}")
+        if self.spatial_kernel_form not in SPATIAL_KERNEL_FORMS:
+            raise ValueError(f"spatial_kernel_form: expected one of {SPATIAL_KERNEL_FORMS}, "
+                             f"got {self.spatial_kernel_form!r}")
         if self.spatial_kernel < 1 or self.spatial_kernel % 2 == 0:
             raise ValueError(f"spatial_kernel: expected an odd size >= 1, got {self.spatial_kernel}")
         if not 0.0 <= self.dropout < 1.0:

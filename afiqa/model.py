@@ -92,7 +92,8 @@ def build_head(cfg: ModelConfig, stream_output_shapes: list[list[tuple]], prepoo
             x = ChannelAttention(cfg.reduction, name=f"s{i}_channel_attention")(x)
         if cfg.spatial_attention:
             m = SpatialAttentionMap(cfg.spatial_kernel, cfg.spatial_padding, cfg.spatial_mirror,
-                                    cfg.spatial_descriptors, name=spatial_map_name(i))(x)
+                                    cfg.spatial_descriptors, cfg.spatial_kernel_form,
+                                    name=spatial_map_name(i))(x)
             if cfg.spatial_residual:  # 1 + a
                 m = keras.layers.Rescaling(1.0, offset=1.0, name=f"s{i}_spatial_residual")(m)
             x = keras.layers.Multiply(name=f"s{i}_spatial_attention")([x, m])

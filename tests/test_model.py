@@ -290,6 +290,42 @@ def test_mean_std_descriptors_are_the_channels_mean_and_standard_deviation():
         SpatialAttentionMap(7, descriptors="mean_min")
 
 
+def test_smooth_kernel_is_a_blur_of_the_descriptors_times_a_weight_each():
+    """spatial_kernel_form="smooth": the kernel is one non-negative profile summing to 1
+    times a signed weight per descriptor, so a map is a blurred, weighted sum of the
+    descriptors: a box at the start, a single cell when the profile learns to be sharp,
+    never a difference of neighbouring cells (a free kernel can be one)."""
+    from afiqa.attention import SpatialAttentionMap
+
+    rng = np.random.default_rng(6)
+    x = rng.gamma(1.0, size=(2, 8, 8, 16)).astype("float32")
+    layer = SpatialAttentionMap(3, "reflect", mirror=True, descriptors="mean_std", kernel_form="smooth")
+    layer.build(x.shape)
+    assert sorted(tuple(w.shape) for w in layer.weights) == sorted([(3, 3), (2,), (1,)])
+    layer.mix.assign(np.array([1.0, 0.0], "float32"))
+    mean = x.mean(axis=-1)
+    padded = np.pad(mean, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+    box = sum(padded[:, i:i + 8, j:j + 8] for i in range(3) for j in range(3)) / 9  # zero profile: a 3x3 box
+    np.testing.assert_allclose(np.asarray(layer(x))[..., 0], 1 / (1 + np.exp(-box)), rtol=1e-5)
+    sharp = np.full((3, 3), -30.0, "float32")
+    sharp[1, 1] = 30.0  # all the weight on the centre tap: the cell itself
+    layer.profile.assign(sharp)
+    np.testing.assert_allclose(np.asarray(layer(x))[..., 0], 1 / (1 + np.exp(-mean)), rtol=1e-5)
+
+    layer.profile.assign(rng.normal(size=(3, 3)).astype("float32"))
+    layer.mix.assign(rng.normal(size=2).astype("float32"))
+    kernel = np.asarray(layer.kernel())
+    assert kernel.shape == (3, 3, 2, 1)
+    for c in range(2):  # each descriptor's slice: its weight times a non-negative profile summing to 1
+        profile = kernel[..., c, 0] / float(layer.mix.numpy()[c])
+        assert (profile >= 0).all() and np.isclose(profile.sum(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(layer(x[:, :, ::-1])), np.asarray(layer(x))[:, :, ::-1], rtol=1e-5, atol=1e-6)
+    again = SpatialAttentionMap.from_config(layer.get_config())
+    assert again.kernel_form == "smooth"
+    with pytest.raises(ValueError, match="kernel_form"):
+        SpatialAttentionMap(3, kernel_form="gaussian")
+
+
 def test_attention_options_reach_the_head_and_old_layouts_keep_their_weights(tiny_config):
     from afiqa.model import build_head, spatial_map_name
 
@@ -297,6 +333,8 @@ def test_attention_options_reach_the_head_and_old_layouts_keep_their_weights(tin
     old = build_head(tiny_config, shapes)
     new = build_head(tiny_config.replace(spatial_padding="reflect", spatial_mirror=True,
                                          spatial_descriptors="mean_std"), shapes)
+    smooth = build_head(tiny_config.replace(spatial_padding="reflect", spatial_kernel_form="smooth"), shapes)
+    assert smooth.get_layer(spatial_map_name(0)).kernel_form == "smooth"
     layer = new.get_layer(spatial_map_name(0))
     assert (layer.padding, layer.mirror, layer.descriptors) == ("reflect", True, "mean_std")
     assert [w.shape for w in old.weights] == [w.shape for w in new.weights]  # same weights, new use
@@ -304,3 +342,5 @@ def test_attention_options_reach_the_head_and_old_layouts_keep_their_weights(tin
         tiny_config.replace(spatial_padding="same")
     with pytest.raises(ValueError, match="spatial_descriptors"):
         tiny_config.replace(spatial_descriptors="max")
+    with pytest.raises(ValueError, match="spatial_kernel_form"):
+        tiny_config.replace(spatial_kernel_form="gaussian")
