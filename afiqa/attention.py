@@ -35,6 +35,7 @@ are.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from afiqa.config import SPATIAL_DESCRIPTORS, SPATIAL_KERNEL_FORMS, SPATIAL_PADDINGS
@@ -72,6 +73,15 @@ class ChannelAttention(keras.layers.Layer):
         return {**super().get_config(), "reduction": self.reduction}
 
 
+def _centred_bump(shape, dtype=None):
+    """Profile logits of a blur that starts close to the cell itself: a Gaussian of one
+    cell's standard deviation (a box over a 7x7 kernel on an 8x8 grid flattens the map
+    to almost nothing, and training barely moves a profile away from its start)."""
+    k = shape[0]
+    d = np.arange(k, dtype="float32") - (k - 1) / 2
+    return ops.convert_to_tensor(-(d[:, None] ** 2 + d[None, :] ** 2) / 2.0, dtype=dtype)
+
+
 @keras.saving.register_keras_serializable(package="afiqa")
 class SpatialAttentionMap(keras.layers.Layer):
     PADDINGS = SPATIAL_PADDINGS
@@ -96,21 +106,26 @@ class SpatialAttentionMap(keras.layers.Layer):
     def build(self, input_shape):
         if self.kernel_form == "smooth":
             k = self.kernel_size
-            self.profile = self.add_weight(name="profile", shape=(k, k), initializer="zeros")  # a k x k box
-            self.mix = self.add_weight(name="mix", shape=(2,), initializer=keras.initializers.RandomNormal(stddev=0.5))
+            self.profile = self.add_weight(name="profile", shape=(k, k), initializer=_centred_bump)
+            self.mix = self.add_weight(name="mix", shape=(self.n_descriptors,),
+                                       initializer=keras.initializers.RandomNormal(stddev=0.5))
             self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
             return
         self.conv = keras.layers.Conv2D(
             1, self.kernel_size, padding="same", activation="sigmoid", name="conv"
         )
-        self.conv.build(tuple(input_shape[:-1]) + (2,))
+        self.conv.build(tuple(input_shape[:-1]) + (self.n_descriptors,))
+
+    @property
+    def n_descriptors(self) -> int:
+        return 1 if self.descriptors == "std" else 2
 
     def kernel(self):
-        """The ``(k, k, 2, 1)`` convolution kernel the map is computed with."""
+        """The ``(k, k, descriptors, 1)`` convolution kernel the map is computed with."""
         if self.kernel_form == "smooth":
             k = self.kernel_size
             profile = ops.reshape(ops.softmax(ops.reshape(self.profile, (k * k,))), (k, k, 1, 1))
-            kernel = profile * ops.reshape(self.mix, (1, 1, 2, 1))
+            kernel = profile * ops.reshape(self.mix, (1, 1, self.n_descriptors, 1))
         else:
             kernel = self.conv.kernel
         if self.mirror:  # left and right halves tied: mirrored input, mirrored map
@@ -119,11 +134,11 @@ class SpatialAttentionMap(keras.layers.Layer):
 
     def call(self, x):
         mean = ops.mean(x, axis=-1, keepdims=True)
-        if self.descriptors == "mean_std":  # the epsilon keeps the gradient finite on a flat cell
-            second = ops.sqrt(ops.mean(ops.square(x - mean), axis=-1, keepdims=True) + 1e-6)
-        else:
-            second = ops.max(x, axis=-1, keepdims=True)
-        desc = ops.concatenate([mean, second], axis=-1)
+        if self.descriptors == "mean_max":
+            desc = ops.concatenate([mean, ops.max(x, axis=-1, keepdims=True)], axis=-1)
+        else:  # the epsilon keeps the gradient finite on a flat cell
+            std = ops.sqrt(ops.mean(ops.square(x - mean), axis=-1, keepdims=True) + 1e-6)
+            desc = std if self.descriptors == "std" else ops.concatenate([mean, std], axis=-1)
         if self.padding == "zero" and not self.mirror and self.kernel_form == "free":
             return self.conv(desc)  # the layout of models trained before the options existed
         kernel = self.kernel()

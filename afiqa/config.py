@@ -14,7 +14,7 @@ from typing import Any
 POOLINGS = ("avg", "avg_std", "avg_max")
 LEVEL_TAPS = ("sparse", "dense")
 SPATIAL_PADDINGS = ("zero", "reflect")
-SPATIAL_DESCRIPTORS = ("mean_max", "mean_std")
+SPATIAL_DESCRIPTORS = ("mean_max", "mean_std", "std")
 SPATIAL_KERNEL_FORMS = ("free", "smooth")
 
 
@@ -44,7 +44,8 @@ class ModelConfig:
     spatial_descriptors: what the convolution reads at each cell: ``mean_max``, the
         channel-wise mean and max (CBAM), or ``mean_std``, the mean and standard
         deviation across channels, which a photo's mirror changes far less than the
-        max (``afiqa.attention``).
+        max (``afiqa.attention``), or ``std`` alone: with one descriptor, a ``smooth``
+        kernel cannot cancel one against the other.
     spatial_kernel_form: ``free``, any ``k x k x 2`` convolution (CBAM), or ``smooth``,
         one learned non-negative profile (a blur that sums to 1) shared by both
         descriptors, each with its own signed weight: the map is a blurred, weighted

@@ -293,8 +293,9 @@ def test_mean_std_descriptors_are_the_channels_mean_and_standard_deviation():
 def test_smooth_kernel_is_a_blur_of_the_descriptors_times_a_weight_each():
     """spatial_kernel_form="smooth": the kernel is one non-negative profile summing to 1
     times a signed weight per descriptor, so a map is a blurred, weighted sum of the
-    descriptors: a box at the start, a single cell when the profile learns to be sharp,
-    never a difference of neighbouring cells (a free kernel can be one)."""
+    descriptors: a centred bump at the start, a box when the profile is flat, a single
+    cell when it is sharp, never a difference of neighbouring cells (a free kernel can
+    be one). With ``descriptors="std"`` there is one descriptor and one weight."""
     from afiqa.attention import SpatialAttentionMap
 
     rng = np.random.default_rng(6)
@@ -302,7 +303,10 @@ def test_smooth_kernel_is_a_blur_of_the_descriptors_times_a_weight_each():
     layer = SpatialAttentionMap(3, "reflect", mirror=True, descriptors="mean_std", kernel_form="smooth")
     layer.build(x.shape)
     assert sorted(tuple(w.shape) for w in layer.weights) == sorted([(3, 3), (2,), (1,)])
+    start = np.asarray(layer.kernel())[..., 0, 0] / float(layer.mix.numpy()[0])
+    assert start.argmax() == 4 and start[1, 1] > start[0, 1] > start[0, 0] > 0  # a bump on the centre cell
     layer.mix.assign(np.array([1.0, 0.0], "float32"))
+    layer.profile.assign(np.zeros((3, 3), "float32"))
     mean = x.mean(axis=-1)
     padded = np.pad(mean, ((0, 0), (1, 1), (1, 1)), mode="reflect")
     box = sum(padded[:, i:i + 8, j:j + 8] for i in range(3) for j in range(3)) / 9  # zero profile: a 3x3 box
@@ -322,6 +326,17 @@ def test_smooth_kernel_is_a_blur_of_the_descriptors_times_a_weight_each():
     np.testing.assert_allclose(np.asarray(layer(x[:, :, ::-1])), np.asarray(layer(x))[:, :, ::-1], rtol=1e-5, atol=1e-6)
     again = SpatialAttentionMap.from_config(layer.get_config())
     assert again.kernel_form == "smooth"
+
+    one = SpatialAttentionMap(3, "reflect", mirror=True, descriptors="std", kernel_form="smooth")
+    one.build(x.shape)
+    assert tuple(one.mix.shape) == (1,) and tuple(one.kernel().shape) == (3, 3, 1, 1)
+    one.profile.assign(sharp)
+    one.mix.assign(np.array([-2.0], "float32"))
+    expected = 1 / (1 + np.exp(2.0 * np.sqrt(x.var(axis=-1) + 1e-6)))
+    np.testing.assert_allclose(np.asarray(one(x))[..., 0], expected, rtol=1e-5)
+    free = SpatialAttentionMap(3, "reflect", descriptors="std")
+    free.build(x.shape)
+    assert tuple(free.conv.kernel.shape) == (3, 3, 1, 1)
     with pytest.raises(ValueError, match="kernel_form"):
         SpatialAttentionMap(3, kernel_form="gaussian")
 

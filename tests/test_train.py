@@ -45,7 +45,7 @@ def tiny_biq(tmp_path_factory):
     return root
 
 
-def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path):
+def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path, monkeypatch):
     from afiqa.predictor import Predictor
     from train import evaluate, fit
 
@@ -97,6 +97,26 @@ def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path):
     assert sum(rep[g]["n"] for g in ("ss01", "ss02", "ss03")) == 20  # every training-split photo once
     assert rep["mean"]["srocc"] == pytest.approx(np.mean([rep[g]["srocc"] for g in ("ss01", "ss02", "ss03")]))
     assert json.loads((tmp_path / "loso.json").read_text())["mean"] == rep["mean"]
+
+    # A cut run resumes: the subsets the report holds are kept, only the others are trained.
+    cut = json.loads((tmp_path / "loso.json").read_text())
+    del cut["mean"], cut["ss03"]
+    (tmp_path / "loso.json").write_text(json.dumps(cut))
+    trained = []
+    real_train_head = loso.train_head
+
+    def counting(*a, **k):
+        trained.append(1)
+        return real_train_head(*a, **k)
+
+    monkeypatch.setattr(loso, "train_head", counting)
+    again = loso.main(["--config", "train/configs/afiqa-biq2021.yaml", "--cache", str(tmp_path / "cache"),
+                       "--set", "model.image_size=96", "model.feature_pool=1", "model.head_units=[16]",
+                       "train.epochs=2", "train.batch_size=4", "data.val_fraction=0.25",
+                       "--out", str(tmp_path / "loso.json")])
+    assert len(trained) == 1  # ss03 only
+    assert again["ss01"] == rep["ss01"] and again["ss02"] == rep["ss02"] and again["ss03"]["n"] == rep["ss03"]["n"]
+    assert json.loads((tmp_path / "loso.json").read_text())["mean"] == again["mean"]
 
 
 def test_one_cache_with_candidate_taps_serves_sparse_and_dense_levels(tiny_biq, tmp_path):
