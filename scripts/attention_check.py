@@ -1,6 +1,6 @@
 """Does a model's spatial attention follow the photo? (issue 13's attention check)
 
-    python scripts/attention_check.py --model afiqa-v3 PHOTO [PHOTO ...]
+    python scripts/attention_check.py --model afiqa-v4 PHOTO [PHOTO ...]
 
 Scores each photo and its mirror image with heat-maps and prints, per stream, the mean
 correlation between a photo's attention map and the mirror of its mirror image's map
