@@ -46,9 +46,9 @@ class ModelConfig:
         deviation across channels, which a photo's mirror changes far less than the
         max (``afiqa.attention``), or ``std`` alone: with one descriptor, a ``smooth``
         kernel cannot cancel one against the other.
-    spatial_kernel_form: ``free``, any ``k x k x 2`` convolution (CBAM), or ``smooth``,
-        one learned non-negative profile (a blur that sums to 1) shared by both
-        descriptors, each with its own signed weight: the map is a blurred, weighted
+    spatial_kernel_form: ``free``, any ``k x k`` convolution over the descriptors (CBAM),
+        or ``smooth``, one learned non-negative profile (a blur that sums to 1) shared by
+        the descriptors, each with its own signed weight: the map is a blurred, weighted
         sum of the descriptors and cannot be a difference of neighbouring cells, which
         magnifies the backbone's small left/right differences (``afiqa.attention``).
     multilevel: also mean/std-pool earlier feature maps of each backbone into the fused
