@@ -118,6 +118,21 @@ def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path, monke
     assert again["ss01"] == rep["ss01"] and again["ss02"] == rep["ss02"] and again["ss03"]["n"] == rep["ss03"]["n"]
     assert json.loads((tmp_path / "loso.json").read_text())["mean"] == again["mean"]
 
+    # Scores from cached features come in chunks (a whole subset's inputs are never held at
+    # once) and equal one pass over every row, in the rows' own order.
+    from afiqa.config import ModelConfig
+    from afiqa.model import build_head
+    from train.features import FeatureCache
+
+    cache = FeatureCache.open(tmp_path / "cache")
+    cache.use_level_taps(card["config"]["level_taps"])
+    head = build_head(ModelConfig.from_dict(card["config"]),
+                      [[(None, *cache.features[i].shape[1:]), (None, cache.levels[i].shape[1])] for i in (0, 1)])
+    rows = np.array([7, 2, 11, 0, 5, 19, 3])
+    whole = head.predict_on_batch(cache.inputs(rows, [0, 1], True)).reshape(-1)
+    np.testing.assert_allclose(cache.predict(head, rows, [0, 1], True, chunk=3), whole, rtol=1e-5, atol=1e-6)
+    assert np.ptp(whole) > 0  # different photos, different scores: the order is really checked
+
 
 def test_one_cache_with_candidate_taps_serves_sparse_and_dense_levels(tiny_biq, tmp_path):
     """cache_features --taps: FeatureCache.use_level_taps serves dense level vectors equal to

@@ -129,7 +129,6 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
         trainer.compile(optimizer, loss=[loss, hinge(float(syn["margin"]))], loss_weights=[1.0, float(syn["weight"])])
     batches = CachedBatches(cache, rows_train, streams, mcfg.multilevel, int(t["batch_size"]), True,
                             bool(t.get("flip", False)), int(t["seed"]), pairs, int(t.get("loader_workers", 0)))
-    x_val = cache.inputs(rows_val, streams, mcfg.multilevel)
     y_val = cache.scores[rows_val]
     best, best_weights, history = None, None, []
     log = open(log_path, "w", newline="") if log_path else None
@@ -137,7 +136,7 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
     for epoch in range(1, int(t["epochs"]) + 1):
         t0 = time.time()
         h = trainer.fit(batches, epochs=1, verbose=verbose)
-        pred = head.predict(x_val, batch_size=256, verbose=0).reshape(-1)
+        pred = cache.predict(head, rows_val, streams, mcfg.multilevel)
         row = {"epoch": epoch, "loss": float(h.history["loss"][-1]), **{
             f"val_{k}": v for k, v in metrics.evaluate(pred, y_val).items() if k != "n"}, "seconds": round(time.time() - t0, 1)}
         history.append(row)

@@ -65,7 +65,7 @@ def run(cfg: dict, cache: FeatureCache, verbose: int = 0, done: dict | None = No
         fit_rows, val_rows = rows_train[cache.groups[rows_train] != g], rows_val[cache.groups[rows_val] != g]
         pairs = pairs_without(cfg, cache, rows_train, set(held.tolist()))
         head, best, _ = train_head(cfg, cache, fit_rows, val_rows, verbose=verbose, pairs=pairs)
-        pred = head.predict(cache.inputs(held, streams, mcfg.multilevel), batch_size=256, verbose=0).reshape(-1)
+        pred = cache.predict(head, held, streams, mcfg.multilevel)
         m = metrics.evaluate(pred, cache.scores[held])
         report[g] = {"n": int(len(held)), "srocc": m["srocc"], "plcc": m["plcc"], "krocc": m["krocc"],
                      "epoch": best["epoch"], "seconds": round(time.time() - t0, 1)}
