@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     full = model.predict_on_batch(x).reshape(-1)
     mcfg = ModelConfig.from_dict(cfg["model"])
     streams = [cache.meta["config"]["backbones"].index(b) for b in mcfg.backbones]
-    cached = head.predict(cache.inputs(probe, streams, mcfg.multilevel), verbose=0).reshape(-1)
+    cached = cache.predict(head, probe, streams, mcfg.multilevel)
     gap = float(np.max(np.abs(full - cached)))
     print(f"full model vs cached features: max |difference| {gap:.5f}")
     if gap > 0.01:
