@@ -58,6 +58,7 @@ def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path, monke
     ])
     card = json.loads((out / "afiqa-biq2021.json").read_text())
     assert card["config"]["image_size"] == 96 and card["config"]["backbone_weights"] is None
+    assert card["description"].startswith("Two-stream (mobilenet_v2 + mobilenet) ")  # the backbones it was trained with
     assert (out / "config.yaml").is_file() and (out / "log.csv").read_text().count("\n") == 9
     assert card["training"]["n_train"] == 15 and card["training"]["n_val"] == 5
     syn = list((tmp_path / "cache").glob("synthetic-*/meta.json"))  # the recipe's ranking pairs were cached

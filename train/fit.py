@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         hub_repo=cfg["hub"]["repo"],
         hub_revision=cfg["hub"]["revision"],
         train_set=f"{cfg['data']['dataset']} (official train split minus a seeded {cfg['data']['val_fraction']:.0%} validation part)",
-        description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model",
+        description=f"Two-stream ({' + '.join(mcfg.backbones)}) CBAM attention IQA model",
     ).to_dict()
     card["training"] = {
         "validation": {k: v for k, v in best.items()},
