@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from afiqa import quiet
+
+    quiet.install()  # TensorFlow's oneDNN notice ignores TF_CPP_MIN_LOG_LEVEL: a good run logs nothing
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not as a message at exit

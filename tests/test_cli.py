@@ -264,3 +264,23 @@ def test_a_reader_that_leaves_stops_the_run_quietly_and_keeps_the_csv(folder, ti
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert all(r["path"] for r in rows)
+
+
+@pytest.mark.parametrize("level, hidden", [("2", True), ("0", False)])
+def test_tensorflows_start_up_notice_is_kept_off_stderr_and_nothing_else(tmp_path, level, hidden):
+    """TensorFlow 2.21 writes its oneDNN notice to fd 2 whatever TF_CPP_MIN_LOG_LEVEL says
+    (on AVX-512 processors); a stand-in ``tensorflow`` package writes the same lines, and one
+    of its own, at import. The filter drops only the notice, only when INFO logs are off, and
+    a ``find_spec`` before the import (as afiqa.runtime.has_keras does) must not disarm it."""
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    notice = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+              "I0000 00:00:1796290134.663809    7900 port.cc:153] oneDNN custom operations are on. You may see "
+              "slightly different numerical results.\n")
+    (fake / "__init__.py").write_text(f"import os\nos.write(2, {(notice * 2 + 'a real warning' + chr(10)).encode()!r})\n")
+    code = ("import importlib.util, sys\nfrom afiqa import quiet\nquiet.install()\n"
+            "assert importlib.util.find_spec('tensorflow')\nimport tensorflow\nprint('after', file=sys.stderr)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "TF_CPP_MIN_LOG_LEVEL": level}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ("" if hidden else notice * 2) + "a real warning\nafter\n"
