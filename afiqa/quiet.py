@@ -1,6 +1,6 @@
 """TensorFlow's start-up notices, kept off a command's standard error.
 
-On processors where TensorFlow turns on its oneDNN kernels (AVX-512 and newer x86), its
+On processors where TensorFlow turns on its oneDNN kernels (seen on an AVX-512 AMD EPYC), its
 import writes an INFO line, "oneDNN custom operations are on ...", each time preceded by
 "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR".
 The C++ side writes them to file descriptor 2 before logging is set up, so
