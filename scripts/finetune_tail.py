@@ -56,6 +56,7 @@ def cache(args) -> None:
 
     from afiqa.inputs import load_model_input
     from afiqa.layers import BackbonePreprocess
+    from train.cache_features import _open_array, _write_json
 
     meta = json.loads((Path(args.features) / "meta.json").read_text())
     with open(Path(args.features) / "index.csv", newline="") as f:
@@ -71,12 +72,10 @@ def cache(args) -> None:
         sub = keras.Model(bb.inputs, bb.get_layer(CUTS[name][0]).output)
         models.append(keras.Model(image, sub(BackbonePreprocess(spec.preprocess)(image), training=False)))
     n, progress = len(rows), out / "progress.json"
-    done = json.loads(progress.read_text())["done"] if progress.exists() else 0
-    arrays = []
-    for i, m in enumerate(models):
-        path = out / f"s{i}_cut.npy"
-        arrays.append(np.load(path, mmap_mode="r+") if done else
-                      np.lib.format.open_memmap(path, "w+", np.float16, (n, *m.output.shape[1:])))
+    state = json.loads(progress.read_text()) if progress.exists() else {}
+    done = state["done"] if state.get("n") == n else 0  # another --limit starts afresh
+    arrays = [_open_array(out / f"s{i}_cut.npy", np.float16, (n, *m.output.shape[1:]), done > 0)
+              for i, m in enumerate(models)]
     batches: queue.Queue = queue.Queue(maxsize=3)
 
     def reader() -> None:
@@ -94,7 +93,7 @@ def cache(args) -> None:
         if (end - first) % (args.batch * 10) == 0 or end == n:
             for a in arrays:
                 a.flush()
-            progress.write_text(json.dumps({"done": end}))
+            _write_json(progress, {"n": n, "done": end})  # only rows already on disk count as done
             rate = (time.time() - t0) / (end - first)
             print(f"{end}/{n}  {rate:.3f} s a photo", flush=True)
 
@@ -144,7 +143,7 @@ def fit(args) -> None:
 
     from afiqa import metrics
     from afiqa.losses import QualityLoss
-    from afiqa.model import build_model
+    from afiqa.model import HEAD, build_model
     from afiqa.weights import resolve_weights
     from afiqa.zoo import ModelCard
     from train import config as train_config
@@ -155,7 +154,7 @@ def fit(args) -> None:
     mcfg = card.config
     model = build_model(mcfg, backbone_weights=None)
     model.load_weights(resolve_weights(card, None, Path(args.model).parent))
-    head = model.get_layer("head")
+    head = model.get_layer(HEAD)
     features = FeatureCache.open(args.features)
     features.use_level_taps(mcfg.level_taps)
     recipe = train_config.load(args.config, [])
