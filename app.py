@@ -11,7 +11,7 @@ Everything that judges an image lives in the ``afiqa`` package; this file only l
 the page.
 
 Built to be public (a Space gets anything, many times): every upload reaches afiqa as a
-file and is decoded by ``afiqa.inputs`` (its size checked from the header first), never by
+file and is decoded by ``afiqa.io.inputs`` (its size checked from the header first), never by
 Gradio; request bodies are capped (``BodyLimit``: a data URL in a JSON body included);
 files per comparison and per batch are capped and the answer says when some were left
 out; one model call runs at a time and the queue is bounded; pictures are kept and sent
@@ -37,15 +37,15 @@ import gradio as gr
 import numpy as np
 from gradio import processing_utils
 
-from afiqa.csvout import CSV_COLUMNS, write_scores
+from afiqa.io.csvout import CSV_COLUMNS, write_scores
 from afiqa.errors import AfiqaError, ImageError
 from afiqa.explain import FUSED
-from afiqa.inputs import load_rgb
-from afiqa.model import stream_name
+from afiqa.io.inputs import load_rgb
+from afiqa.model.network import stream_name
 from afiqa.predictor import Predictor, ScoreResult
-from afiqa.render import DISPLAY_SIDE, HOW_TO_READ, fit, legend_html, overlay
-from afiqa.serving import BodyLimit, ResultStore
-from afiqa.zoo import DEFAULT_MODEL
+from afiqa.io.render import DISPLAY_SIDE, HOW_TO_READ, fit, legend_html, overlay
+from afiqa.app.serving import BodyLimit, ResultStore
+from afiqa.runtime.zoo import DEFAULT_MODEL
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 MB = 1024 * 1024
@@ -89,7 +89,7 @@ CSS = """
 
 
 def photo_input(**kwargs) -> gr.Image:
-    """``gr.Image(type="filepath")`` that hands the upload on undecoded, so ``afiqa.inputs``
+    """``gr.Image(type="filepath")`` that hands the upload on undecoded, so ``afiqa.io.inputs``
     decodes it with its checks and its sentences; Gradio's own ``Image`` opens the file
     (and decodes a data URL whole) first. (Its ``preprocess`` is replaced on the instance:
     a subclass would make Gradio write an ``app.pyi`` beside this file.)"""

@@ -11,11 +11,11 @@ __all__ = ["Predictor", "ScoreResult", "ModelConfig", "build_model", "evaluate",
 _LAZY = {
     "Predictor": "afiqa.predictor",
     "ScoreResult": "afiqa.predictor",
-    "ModelConfig": "afiqa.config",
-    "build_model": "afiqa.model",
+    "ModelConfig": "afiqa.model.config",
+    "build_model": "afiqa.model.network",
     "evaluate": "afiqa.metrics",
     "explain": "afiqa.explain",
-    "overlay": "afiqa.render",
+    "overlay": "afiqa.io.render",
 }
 
 

@@ -14,7 +14,7 @@ CSV rows written so far.
 The CSV is written beside FILE under a temporary name and renamed into place (after
 Ctrl-C too, with the rows so far); FILE is never a photo: an image name or an existing
 file that is not a CSV is refused before the model loads. Cells that a spreadsheet
-would run as a formula (starting with = + - @) are neutralised: see afiqa.csvout.
+would run as a formula (starting with = + - @) are neutralised: see afiqa.io.csvout.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from afiqa import __version__
-from afiqa.csvout import CSV_COLUMNS, OutputError
+from afiqa.io.csvout import CSV_COLUMNS, OutputError
 from afiqa.errors import AfiqaError
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from afiqa import quiet
+    from afiqa.runtime import quiet
 
     quiet.install()  # TensorFlow's oneDNN notice ignores TF_CPP_MIN_LOG_LEVEL: a good run logs nothing
     try:
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from afiqa.render import DISPLAY_SIDE
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.io.render import DISPLAY_SIDE
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(prog="afiqa", description="Blind image quality assessment (0-100, higher is better).")
     p.add_argument("--version", action="version", version=f"afiqa {__version__}")
@@ -134,8 +134,8 @@ def heatmap_size(text: str) -> int | None:
 
 
 def _score(args) -> int:
-    from afiqa.csvout import ScoreCsv
-    from afiqa.inputs import list_images
+    from afiqa.io.csvout import ScoreCsv
+    from afiqa.io.inputs import list_images
     from afiqa.predictor import Predictor
 
     files = list_images(args.paths)
@@ -199,7 +199,7 @@ def _score(args) -> int:
 
 
 def _printable(text: str) -> str:
-    from afiqa.inputs import printable
+    from afiqa.io.inputs import printable
 
     return printable(text)
 
@@ -209,7 +209,7 @@ def _check_outputs(csv_path: str | None, heat_dir: Path | None, inputs: list[Pat
     not be written: a CSV named like an image or that is one of the inputs (``--csv
     *.jpg`` puts the first photo there), an existing file that is not a CSV, a folder,
     a missing folder; a heat-map folder that is a file."""
-    from afiqa.inputs import IMAGE_EXTENSIONS
+    from afiqa.io.inputs import IMAGE_EXTENSIONS
 
     if csv_path is not None:
         target = Path(csv_path)
@@ -274,7 +274,7 @@ def _save_overlay(r, path: Path, heat_dir: Path, used: set, side: int | None) ->
     from PIL import Image
 
     from afiqa.explain import FUSED
-    from afiqa.render import heatmap_picture
+    from afiqa.io.render import heatmap_picture
 
     stem, k = path.stem, 1
     name = f"{stem}_gradcam.png"
@@ -290,8 +290,8 @@ def _save_overlay(r, path: Path, heat_dir: Path, used: set, side: int | None) ->
 
 
 def _export(args) -> int:
-    from afiqa.export import export
-    from afiqa.inputs import list_images
+    from afiqa.runtime.export import export
+    from afiqa.io.inputs import list_images
 
     check = list_images(args.check) if args.check else None
     rec = export(args.model, args.format, args.precision, out=args.out, weights=args.weights,
@@ -300,10 +300,10 @@ def _export(args) -> int:
     print(f"scores vs Keras on {rec['n_check']} photos ({rec['check_set']}): largest difference "
           f"{rec['max_score_diff']:.3f}, mean {rec['mean_score_diff']:.3f} (0-100 scale; tolerance {rec['tolerance']})")
     print(f"recorded in {rec['card']} under exports.{args.format}")
-    from afiqa.zoo import MODELS
+    from afiqa.runtime.zoo import MODELS
 
     if args.model in MODELS:
-        print(f"the table entry in afiqa/zoo.py must carry the same record: exports={{{args.format!r}: ...}}")
+        print(f"the table entry in afiqa/runtime/zoo.py must carry the same record: exports={{{args.format!r}: ...}}")
     if rec["max_score_diff"] > rec["tolerance"]:
         print(f"afiqa: the export differs from Keras by more than {rec['tolerance']}; "
               "try a higher --precision", file=sys.stderr)
@@ -313,8 +313,8 @@ def _export(args) -> int:
 
 def _info(args) -> int:
     from afiqa import runtime
-    from afiqa.weights import describe_file, describe_weights
-    from afiqa.zoo import DEFAULT_MODEL, MODELS
+    from afiqa.runtime.weights import describe_file, describe_weights
+    from afiqa.runtime.zoo import DEFAULT_MODEL, MODELS
 
     print(f"afiqa {__version__}")
     keras_scores = False

@@ -3,7 +3,7 @@
 ``explain`` runs the model once on a batch of model inputs and returns the scores with
 one GradCAM map per stream and a fused one, plus each stream's spatial-attention map,
 all at the model's own resolution (16x16 and 8x8 for the MobileNets at 512 px): a map is
-only brought to a picture's size when it is drawn (``afiqa.render``), and then only to
+only brought to a picture's size when it is drawn (``afiqa.io.render``), and then only to
 the size shown.
 
 GradCAM (Selvaraju et al., 2017) for a regression output: the gradient of the predicted
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from afiqa.model import HEAD, spatial_map_name, stream_name, streams_of
+from afiqa.model.network import HEAD, spatial_map_name, stream_name, streams_of
 
 if TYPE_CHECKING:
     import keras  # imported where a model is run: overlay() and friends need no Keras
@@ -44,7 +44,7 @@ class Explanation:
 
 def explain(model, images: np.ndarray) -> Explanation:
     """Scores, signed GradCAM maps and attention maps for a (B, S, S, 3) batch of model inputs."""
-    from afiqa.model import HEAD, stream_name, streams_of
+    from afiqa.model.network import HEAD, stream_name, streams_of
 
     images = np.asarray(images, dtype=np.float32)
     streams = streams_of(model)
@@ -96,7 +96,7 @@ def _head_view(head, n_streams: int):
     """The head with its spatial-attention maps as extra outputs (built once per head)."""
     import keras
 
-    from afiqa.model import spatial_map_name
+    from afiqa.model.network import spatial_map_name
 
     view = _VIEWS.get(head)
     if view is None:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from afiqa.errors import AfiqaError, ImageError, WeightsError
-from afiqa.inputs import ImageSource, load_rgb, to_model_input
-from afiqa.zoo import DEFAULT_MODEL, ModelCard, get_card
+from afiqa.io.inputs import ImageSource, load_rgb, to_model_input
+from afiqa.runtime.zoo import DEFAULT_MODEL, ModelCard, get_card
 
 
 @dataclass
@@ -195,7 +195,7 @@ class Predictor:
             score = self.card.to_score(float(raws[k]))
             r = ScoreResult(name, score=score, label=self.card.label(score))
             if expl is not None:
-                r.image = rgb  # the maps stay at the model's resolution: afiqa.render draws them
+                r.image = rgb  # the maps stay at the model's resolution: afiqa.io.render draws them
                 r.heatmaps = {n: m[k] for n, m in expl.gradcam.items()}
                 r.attention = {n: m[k] for n, m in expl.attention.items()}
             k += 1

@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default=None, help="model name or card .json (default: the default model)")
     ap.add_argument("photos", nargs="+")
     args = ap.parse_args(argv)
-    from afiqa.inputs import load_rgb
+    from afiqa.io.inputs import load_rgb
     from afiqa.predictor import Predictor
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     predictor = Predictor(args.model or DEFAULT_MODEL)
     photos = [load_rgb(p) for p in args.photos]

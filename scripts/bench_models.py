@@ -2,7 +2,7 @@
 
     python scripts/bench_models.py [--models afiqa-biq2021 afiqa-v3 afiqa-v4] [--n 32] [--repeats 3]
 
-Each model scores the same ``--n`` synthetic 1080x800 JPEGs (``afiqa.bench.make_photos``)
+Each model scores the same ``--n`` synthetic 1080x800 JPEGs (``benchmarks.bench.make_photos``)
 with ``score_batch`` (its default runtime, batch 8), alternating between the models in
 every repeat so that both see the same machine load; prints the median ms per photo of
 each and the ratio of the last to the first.
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
-    from afiqa.bench import make_photos
+    from benchmarks.bench import make_photos
     from afiqa.predictor import Predictor
 
     with tempfile.TemporaryDirectory(prefix="afiqa-bench-models-") as d:

@@ -2,7 +2,7 @@
 
     python scripts/bench_ray.py [--model NAME|CARD.json] [--n 96] [--batch-size 8] [--json OUT]
 
-Writes ``--n`` synthetic 1080x800 JPEG photos (``afiqa.bench.make_photos``) to a
+Writes ``--n`` synthetic 1080x800 JPEG photos (``benchmarks.bench.make_photos``) to a
 temporary folder, then scores them three ways, one after the other:
 
 * local: one ``Predictor`` in this process, ``score_batch`` (TensorFlow on every core);
@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="OUT")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from afiqa.bench import make_photos
-    from afiqa.zoo import DEFAULT_MODEL
+    from benchmarks.bench import make_photos
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     model = args.model or DEFAULT_MODEL
     rows = []
@@ -66,7 +66,7 @@ def _local(files, model, batch_size) -> dict:
     times = []
     for _ in predictor.iter_scores(files):
         times.append(time.perf_counter())
-    from afiqa.bench import _peak_rss_mb
+    from benchmarks.bench import _peak_rss_mb
 
     return _summary("local (1 process, all cores)", t0, times, [_peak_rss_mb()])
 

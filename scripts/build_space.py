@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def build(out: Path, model: str | None = None, weights_from: str = "lfs") -> list[Path]:
     """Build the Space in ``out``; returns its files, relative to ``out``."""
     from afiqa.predictor import load_card
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     card, card_dir = load_card(model or DEFAULT_MODEL)
     if out.exists() and any(out.iterdir()):
@@ -85,7 +85,7 @@ def build(out: Path, model: str | None = None, weights_from: str = "lfs") -> lis
     weights.mkdir()
     (weights / f"{card.name}.json").write_text(json.dumps(card.to_dict(), indent=2) + "\n")
     if weights_from == "lfs":
-        from afiqa.weights import resolve_weights
+        from afiqa.runtime.weights import resolve_weights
 
         src = resolve_weights(card, weights_dir=card_dir)  # verified against the card's sha256
         shutil.copy2(src, weights / card.weights_file)

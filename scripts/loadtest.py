@@ -409,7 +409,7 @@ def _loadavg() -> list[float] | None:
 # -- the command ------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(description="Load test of the afiqa web app on loopback (see the module doc).")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or model card .json (default {DEFAULT_MODEL})")

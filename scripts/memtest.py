@@ -122,7 +122,7 @@ def measure(model: str, side: int, copies: int, clients: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     p = argparse.ArgumentParser(description="Memory of the afiqa web app (see the module doc).")
     p.add_argument("--model", default=DEFAULT_MODEL)

@@ -15,7 +15,7 @@ Stages, in DIR (default: a temporary folder), what the repo holds:
 Then it creates the repo if needed (``HfApi.create_repo``) and uploads the folder
 (``HfApi.upload_folder``), with a token from ``hf auth login`` or ``HF_TOKEN``. The repo
 defaults to the card's ``hub_repo``; to publish under your own account, pass ``--repo``
-and set ``hub_repo`` in the card (``afiqa/zoo.py``) to the same name. ``--dry-run``
+and set ``hub_repo`` in the card (``afiqa/runtime/zoo.py``) to the same name. ``--dry-run``
 stages and prints everything, without any network.
 """
 
@@ -70,15 +70,15 @@ def main(argv: list[str] | None = None) -> int:
                              commit_message=f"{card.name}: weights, model card and metrics (scripts/publish_model.py)")
     print(f"uploaded: {getattr(info, 'commit_url', info)}")
     if repo != card.hub_repo:
-        print(f"note: the card names {card.hub_repo}; set hub_repo={repo!r} in afiqa/zoo.py so afiqa downloads from it")
+        print(f"note: the card names {card.hub_repo}; set hub_repo={repo!r} in afiqa/runtime/zoo.py so afiqa downloads from it")
     return 0
 
 
 def build(stage: Path, model: str | None = None):
     """Stage the repo's files in ``stage``; returns (card, files relative to ``stage``)."""
     from afiqa.predictor import load_card
-    from afiqa.weights import resolve_weights
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.weights import resolve_weights
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     card, card_dir = load_card(model or DEFAULT_MODEL)
     stage.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ TINY_SIZE = 96
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    from afiqa.config import ModelConfig
+    from afiqa.model.config import ModelConfig
 
     return ModelConfig(image_size=TINY_SIZE, head_units=(16,), reduction=8, dropout=0.0)
 
@@ -37,11 +37,11 @@ def tiny_card_path(tmp_path_factory, tiny_config) -> Path:
     """Path of the model card JSON of a small trained model (weights beside it)."""
     import keras
 
-    from afiqa.inputs import to_model_input
-    from afiqa.losses import QualityLoss
-    from afiqa.model import build_model
-    from afiqa.weights import sha256_of
-    from afiqa.zoo import ModelCard
+    from afiqa.io.inputs import to_model_input
+    from afiqa.model.losses import QualityLoss
+    from afiqa.model.network import build_model
+    from afiqa.runtime.weights import sha256_of
+    from afiqa.runtime.zoo import ModelCard
     from imagegen import blur, scene
 
     keras.utils.set_random_seed(0)
@@ -84,7 +84,7 @@ def tiny_litert_card_path(tmp_path_factory, tiny_card_path) -> Path:
     checked on six synthetic scenes (sharp and blurred)."""
     import shutil
 
-    from afiqa.export import export
+    from afiqa.runtime.export import export
     from imagegen import blur, scene
     from PIL import Image
 

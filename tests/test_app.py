@@ -131,7 +131,7 @@ def test_compare_ranks_best_first_with_the_difference_and_lists_bad_files(tiny_p
 
 
 def test_batch_scores_good_files_lists_bad_ones_and_writes_the_cli_csv(tiny_predictor, photos):
-    from afiqa.csvout import CSV_COLUMNS
+    from afiqa.io.csvout import CSV_COLUMNS
 
     files = [str(EXAMPLES / "coffee.jpg"), str(photos["truncated"]), str(photos["sharp"]), str(photos["text"])]
     calls = []
@@ -528,7 +528,7 @@ def test_memory_per_request_does_not_grow_with_the_photo(tiny_predictor, tmp_pat
 
 
 def test_pages_share_one_store_capped_in_bytes(tiny_predictor, monkeypatch):
-    from afiqa.serving import ResultStore
+    from afiqa.app.serving import ResultStore
 
     r = app.score_file(tiny_predictor, str(EXAMPLES / "coffee.jpg"), heatmaps=True)
     size = app._result_bytes([r])

@@ -1,4 +1,4 @@
-"""The EfficientNet-Lite port (afiqa.efficientnet_lite) against its source model's outputs.
+"""The EfficientNet-Lite port (afiqa.model.efficientnet_lite) against its source model's outputs.
 
 ``$KERAS_HOME/efficientnet_lite/reference_outputs.json`` holds the PyTorch models' top-5
 ImageNet logits for three scikit-image photos. The examples here are those photos saved
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from afiqa import efficientnet_lite
+from afiqa.model import efficientnet_lite
 from afiqa.errors import AfiqaError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +60,8 @@ def test_the_fixed_layout_matches_the_weight_files():
 def test_the_registered_backbone_taps_exist_and_preprocess_matches():
     import keras
 
-    from afiqa.backbones import get_backbone
-    from afiqa.layers import BackbonePreprocess
+    from afiqa.model.backbones import get_backbone
+    from afiqa.model.layers import BackbonePreprocess
 
     spec = get_backbone("efficientnet_lite2")
     model = spec.build(weights=None)

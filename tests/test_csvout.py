@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from afiqa.csvout import CSV_COLUMNS, OutputError, ScoreCsv, format_score, safe_cell, safe_path, write_scores
+from afiqa.io.csvout import CSV_COLUMNS, OutputError, ScoreCsv, format_score, safe_cell, safe_path, write_scores
 
 
 def read(path):

@@ -20,7 +20,7 @@ import yaml
 from hubserver import HubServer
 
 ROOT = Path(__file__).resolve().parent.parent
-from afiqa.zoo import DEFAULT_MODEL as M  # noqa: E402  (the default model is what is published and hosted)
+from afiqa.runtime.zoo import DEFAULT_MODEL as M  # noqa: E402  (the default model is what is published and hosted)
 MB = 1024 * 1024
 
 
@@ -73,7 +73,7 @@ def test_space_with_weights_in_lfs(tmp_path):
     p = script("build_space.py", out, "--upload", "someone/afiqa", "--dry-run")
     assert p.returncode == 0, p.stderr
     assert "dry run: would create the Space someone/afiqa" in p.stdout and "(LFS)" in p.stdout
-    for f in ("app.py", "requirements.txt", "afiqa/cli.py", "afiqa/csvout.py", f"weights/{M}.json",
+    for f in ("app.py", "requirements.txt", "afiqa/cli.py", "afiqa/io/csvout.py", f"weights/{M}.json",
               f"weights/{M}.weights.h5", "examples/coffee.jpg", ".gitattributes"):
         assert (out / f).is_file(), f
     meta = front_matter((out / "README.md").read_text(encoding="utf-8"))

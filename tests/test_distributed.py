@@ -53,7 +53,7 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_rows(photos, tiny_predictor):
     """The local engine's rows for the same inputs: path -> (score, error)."""
-    from afiqa.listing import expand
+    from afiqa.io.listing import expand
 
     paths = expand(photos)
     return {p: (r.score, r.error) for p, r in zip(paths, tiny_predictor.score_batch(paths))}
@@ -172,7 +172,7 @@ def test_listing_files_folders_and_uris(photos, tmp_path):
     import pyarrow.parquet as pq
 
     from afiqa.errors import AfiqaError
-    from afiqa.listing import expand
+    from afiqa.io.listing import expand
 
     folder, listing = photos
     in_folder = expand([folder])
@@ -196,7 +196,7 @@ def test_listing_files_folders_and_uris(photos, tmp_path):
 def test_store_keeps_flushed_parts_ignores_broken_ones_and_round_trips_the_csv(tmp_path):
     import pyarrow as pa
 
-    from afiqa.resume import ScoreStore, schema
+    from afiqa.distributed.resume import ScoreStore, schema
 
     out = tmp_path / "s.csv"
     paths = ["=a.jpg", "b.jpg", "c.jpg"]

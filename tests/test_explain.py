@@ -4,7 +4,7 @@ from imagegen import blur, scene
 
 
 def _inputs(size, *images):
-    from afiqa.inputs import to_model_input
+    from afiqa.io.inputs import to_model_input
 
     return np.stack([to_model_input(im, size) for im in images])
 
@@ -49,7 +49,7 @@ def test_a_flat_map_stays_flat_and_signs_survive_scaling():
 
 
 def test_overlay_is_blue_where_quality_is_lowered_red_where_raised_clear_where_no_effect():
-    from afiqa.render import overlay
+    from afiqa.io.render import overlay
 
     img = np.full((80, 120, 3), 128, np.uint8)
     heat = np.zeros((8, 12), np.float32)
@@ -65,7 +65,7 @@ def test_overlay_is_blue_where_quality_is_lowered_red_where_raised_clear_where_n
 
 
 def test_heatmap_picture_is_capped_and_carries_title_and_legend():
-    from afiqa.render import DISPLAY_SIDE, heatmap_picture
+    from afiqa.io.render import DISPLAY_SIDE, heatmap_picture
 
     img = np.full((3000, 2000, 3), 90, np.uint8)
     heat = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)

@@ -29,9 +29,9 @@ def _script():
 def network():
     import keras
 
-    from afiqa.config import ModelConfig
-    from afiqa.model import build_model
-    from afiqa.zoo import get_card
+    from afiqa.model.config import ModelConfig
+    from afiqa.model.network import build_model
+    from afiqa.runtime.zoo import get_card
 
     cfg = ModelConfig.from_dict({**get_card("afiqa-v4").config.to_dict(), "image_size": 256})
     keras.utils.set_random_seed(3)
@@ -42,9 +42,9 @@ def _cut_inputs(mod, cfg, model, x):
     """Per stream: the map before the last block and the level vector less the tail's tap."""
     import keras
 
-    from afiqa.backbones import get_backbone
-    from afiqa.layers import BackbonePreprocess
-    from afiqa.model import streams_of
+    from afiqa.model.backbones import get_backbone
+    from afiqa.model.layers import BackbonePreprocess
+    from afiqa.model.network import streams_of
 
     out = []
     for i, stream in enumerate(streams_of(model)):

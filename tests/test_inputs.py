@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from afiqa.errors import ImageError
-from afiqa.inputs import MAX_PIXELS, MIN_SIDE, list_images, load_model_input, load_rgb, to_model_input
+from afiqa.io.inputs import MAX_PIXELS, MIN_SIDE, list_images, load_model_input, load_rgb, to_model_input
 from imagegen import jpeg_bytes, scene
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +114,7 @@ def test_min_side_is_accepted(tmp_path):
 _MEASURE = """
 import resource, sys, time
 from afiqa.errors import ImageError
-from afiqa.inputs import load_rgb
+from afiqa.io.inputs import load_rgb
 import numpy as np
 load_rgb(np.zeros((40, 40, 3), np.uint8))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -528,7 +528,7 @@ def test_heic_files_and_bytes_decode_like_the_photo(tmp_path, rgb):
 
 
 def test_heic_support_is_registered_lazily():
-    code = "import sys, afiqa.inputs; print('pillow_heif' in sys.modules)"
+    code = "import sys, afiqa.io.inputs; print('pillow_heif' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     assert out.strip() == "False"

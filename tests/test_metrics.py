@@ -51,7 +51,7 @@ def test_evaluate_reports_every_metric():
 def test_quality_loss_by_hand_and_finite_on_degenerate_batches():
     import keras
 
-    from afiqa.losses import QualityLoss, quality_loss
+    from afiqa.model.losses import QualityLoss, quality_loss
 
     t = np.array([0.2, 0.3, 0.5, 0.9, 0.6], "float32")
     p = np.array(PRED, "float32")
@@ -68,7 +68,7 @@ def test_quality_loss_by_hand_and_finite_on_degenerate_batches():
 
 
 def test_quality_loss_of_several_members_is_the_mean_of_their_losses():
-    from afiqa.losses import quality_loss
+    from afiqa.model.losses import quality_loss
 
     rng = np.random.default_rng(3)
     t = rng.uniform(0, 1, 16).astype("float32")
@@ -82,7 +82,7 @@ def test_quality_loss_gradient_is_finite_on_a_constant_batch():
     import keras
     import tensorflow as tf
 
-    from afiqa.losses import quality_loss
+    from afiqa.model.losses import quality_loss
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("gradient check written with tf.GradientTape")

@@ -5,7 +5,7 @@ import pytest
 def test_tiny_model_builds_runs_and_round_trips_keras_format(tmp_path, tiny_config):
     import keras
 
-    from afiqa.model import build_model
+    from afiqa.model.network import build_model
 
     cfg = tiny_config.replace(backbone_weights=None)
     model = build_model(cfg)
@@ -20,7 +20,7 @@ def test_tiny_model_builds_runs_and_round_trips_keras_format(tmp_path, tiny_conf
 
 
 def test_weights_file_round_trip_into_a_fresh_build(tmp_path, tiny_config):
-    from afiqa.model import build_model
+    from afiqa.model.network import build_model
 
     cfg = tiny_config.replace(backbone_weights=None, multilevel=True)
     a, b = build_model(cfg), build_model(cfg)
@@ -35,9 +35,9 @@ def test_weights_file_round_trip_into_a_fresh_build(tmp_path, tiny_config):
 def test_custom_layers_serialize_their_config():
     import keras
 
-    from afiqa.attention import ChannelAttention, SpatialAttentionMap
-    from afiqa.layers import BackbonePreprocess, GlobalPooling
-    from afiqa.losses import QualityLoss
+    from afiqa.model.attention import ChannelAttention, SpatialAttentionMap
+    from afiqa.model.layers import BackbonePreprocess, GlobalPooling
+    from afiqa.model.losses import QualityLoss
 
     for obj in (ChannelAttention(4), SpatialAttentionMap(5), BackbonePreprocess("caffe"), GlobalPooling("avg_max")):
         clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
@@ -47,7 +47,7 @@ def test_custom_layers_serialize_their_config():
 
 
 def test_attention_is_applied_to_the_spatial_map_before_pooling(tiny_config):
-    from afiqa.model import HEAD, build_model, spatial_map_name
+    from afiqa.model.network import HEAD, build_model, spatial_map_name
 
     model = build_model(tiny_config.replace(backbone_weights=None))
     head = model.get_layer(HEAD)
@@ -63,7 +63,7 @@ def test_attention_is_applied_to_the_spatial_map_before_pooling(tiny_config):
 def test_residual_spatial_attention_weights_positions_by_one_plus_the_map(tiny_config):
     import keras
 
-    from afiqa.model import build_head, spatial_map_name
+    from afiqa.model.network import build_head, spatial_map_name
 
     cfg = tiny_config.replace(backbone_weights=None, channel_attention=False, spatial_residual=True)
     shapes = [[(None, 3, 3, 8)], [(None, 3, 3, 4)]]
@@ -77,7 +77,7 @@ def test_residual_spatial_attention_weights_positions_by_one_plus_the_map(tiny_c
 
 
 def test_spatial_attention_map_is_a_sigmoid_map_that_depends_on_position():
-    from afiqa.attention import SpatialAttentionMap
+    from afiqa.model.attention import SpatialAttentionMap
 
     x = np.zeros((1, 8, 8, 4), "float32")
     x[0, 2, 3] = 10.0
@@ -87,7 +87,7 @@ def test_spatial_attention_map_is_a_sigmoid_map_that_depends_on_position():
 
 
 def test_channel_attention_weights_lie_in_0_1_and_scale_channels():
-    from afiqa.attention import ChannelAttention
+    from afiqa.model.attention import ChannelAttention
 
     x = np.random.default_rng(0).normal(size=(2, 4, 4, 16)).astype("float32")
     layer = ChannelAttention(4)
@@ -98,8 +98,8 @@ def test_channel_attention_weights_lie_in_0_1_and_scale_channels():
 
 
 def test_unknown_backbone_lists_close_matches():
-    from afiqa.backbones import get_backbone
-    from afiqa.config import ModelConfig
+    from afiqa.model.backbones import get_backbone
+    from afiqa.model.config import ModelConfig
     from afiqa.errors import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="Did you mean mobilenet_v2"):
@@ -109,7 +109,7 @@ def test_unknown_backbone_lists_close_matches():
 
 
 def test_config_round_trip_and_validation():
-    from afiqa.config import ModelConfig
+    from afiqa.model.config import ModelConfig
 
     cfg = ModelConfig(backbones=("resnet50", "efficientnetb7"), image_size=224, multilevel=False)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
@@ -124,11 +124,11 @@ def test_config_round_trip_and_validation():
 def test_every_registered_backbone_names_a_constructor():
     import keras
 
-    from afiqa import efficientnet_lite
-    from afiqa.backbones import BACKBONES, LiteSpec
+    from afiqa.model import efficientnet_lite
+    from afiqa.model.backbones import BACKBONES, LiteSpec
 
     for spec in BACKBONES.values():
-        if isinstance(spec, LiteSpec):  # not in keras.applications: afiqa.efficientnet_lite builds it
+        if isinstance(spec, LiteSpec):  # not in keras.applications: afiqa.model.efficientnet_lite builds it
             assert spec.variant in efficientnet_lite.VARIANTS and spec.name.endswith(str(spec.variant)), spec.name
         else:
             assert callable(getattr(keras.applications, spec.constructor)), spec.name
@@ -139,8 +139,8 @@ def test_real_imagenet_mobilenets_load_offline_and_run():
     """Both offline backbones load ImageNet weights from KERAS_HOME at any input size."""
     import keras
 
-    from afiqa.config import ModelConfig
-    from afiqa.model import build_stream
+    from afiqa.model.config import ModelConfig
+    from afiqa.model.network import build_stream
 
     cfg = ModelConfig(image_size=96, multilevel=True)
     x = np.random.default_rng(0).uniform(0, 255, (1, 96, 96, 3)).astype("float32")
@@ -159,9 +159,9 @@ def test_extra_scale_view_runs_the_same_backbone_on_the_box_downscaled_image():
     """extra_scales=(2,): the level vector gains the half-size view's pooled maps."""
     import keras
 
-    from afiqa.config import ModelConfig
-    from afiqa.layers import GlobalPooling
-    from afiqa.model import build_stream
+    from afiqa.model.config import ModelConfig
+    from afiqa.model.layers import GlobalPooling
+    from afiqa.model.network import build_stream
 
     x = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
     one = build_stream(ModelConfig(image_size=96, multilevel=True), 0, weights="imagenet")
@@ -184,10 +184,10 @@ def test_dense_level_taps_pool_every_registered_block_in_order():
     """level_taps="dense": the level vector is the mean/std of each of the backbone's taps."""
     import keras
 
-    from afiqa.backbones import get_backbone
-    from afiqa.config import ModelConfig
-    from afiqa.layers import GlobalPooling
-    from afiqa.model import build_stream
+    from afiqa.model.backbones import get_backbone
+    from afiqa.model.config import ModelConfig
+    from afiqa.model.layers import GlobalPooling
+    from afiqa.model.network import build_stream
 
     x = np.random.default_rng(3).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
     for i, name in enumerate(("mobilenet_v2", "mobilenet")):
@@ -207,7 +207,7 @@ def test_dense_level_taps_pool_every_registered_block_in_order():
 
 
 def test_head_members_average_their_own_regressors_and_one_member_keeps_the_old_names(tiny_config):
-    from afiqa.model import SCORE_LAYER, build_head, build_model, member_score_names, member_view
+    from afiqa.model.network import SCORE_LAYER, build_head, build_model, member_score_names, member_view
 
     cfg = tiny_config.replace(backbone_weights=None, multilevel=True, head_members=3)
     shapes = [[(None, 3, 3, 1280), (None, 8)], [(None, 3, 3, 1024), (None, 6)]]
@@ -219,7 +219,7 @@ def test_head_members_average_their_own_regressors_and_one_member_keeps_the_old_
     np.testing.assert_allclose(head.predict_on_batch(x).reshape(-1), members.mean(axis=1), rtol=1e-5, atol=1e-6)
     assert member_score_names(cfg) == ["score_m0", "score_m1", "score_m2"]
 
-    from afiqa.losses import QualityLoss
+    from afiqa.model.losses import QualityLoss
     from train.synthetic import hinge, ranking_trainer
 
     trainer = ranking_trainer(member_view(head, cfg))  # as train.fit trains them, with ranking pairs
@@ -240,7 +240,7 @@ def test_reflect_padded_mirror_tied_attention_follows_content_not_position():
     """spatial_padding="reflect", spatial_mirror=True: the map of a mirrored feature map is
     the mirrored map (exactly), and a featureless map gets a flat map (no positional
     prior), while the zero-padded CBAM convolution responds to the border."""
-    from afiqa.attention import SpatialAttentionMap
+    from afiqa.model.attention import SpatialAttentionMap
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(3, 8, 8, 6)).astype("float32")
@@ -265,7 +265,7 @@ def test_mean_std_descriptors_are_the_channels_mean_and_standard_deviation():
     """spatial_descriptors="mean_std": the convolution reads each cell's mean and standard
     deviation across channels (not the max, which one channel decides), stays exactly
     mirror-equivariant with the tied kernel, and survives a save (get_config)."""
-    from afiqa.attention import SpatialAttentionMap
+    from afiqa.model.attention import SpatialAttentionMap
 
     rng = np.random.default_rng(5)
     x = rng.gamma(1.0, size=(2, 8, 8, 32)).astype("float32")
@@ -296,7 +296,7 @@ def test_smooth_kernel_is_a_blur_of_the_descriptors_times_a_weight_each():
     descriptors: a centred bump at the start, a box when the profile is flat, a single
     cell when it is sharp, never a difference of neighbouring cells (a free kernel can
     be one). With ``descriptors="std"`` there is one descriptor and one weight."""
-    from afiqa.attention import SpatialAttentionMap
+    from afiqa.model.attention import SpatialAttentionMap
 
     rng = np.random.default_rng(6)
     x = rng.gamma(1.0, size=(2, 8, 8, 16)).astype("float32")
@@ -342,7 +342,7 @@ def test_smooth_kernel_is_a_blur_of_the_descriptors_times_a_weight_each():
 
 
 def test_attention_options_reach_the_head_and_old_layouts_keep_their_weights(tiny_config):
-    from afiqa.model import build_head, spatial_map_name
+    from afiqa.model.network import build_head, spatial_map_name
 
     shapes = [[(None, 3, 3, 8)], [(None, 3, 3, 4)]]
     old = build_head(tiny_config, shapes)

@@ -55,7 +55,7 @@ def test_score_raises_a_clear_error_for_one_bad_image(tmp_path, tiny_predictor):
 
 
 def test_heatmaps_come_at_the_models_resolution_and_draw_at_the_images(tiny_predictor):
-    from afiqa.render import overlay
+    from afiqa.io.render import overlay
 
     img = scene(9, size=(120, 90))
     r = tiny_predictor.score(jpeg_bytes(img), heatmaps=True)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_export_is_recorded_in_the_card(tiny_litert_card_path):
-    from afiqa.weights import sha256_of
+    from afiqa.runtime.weights import sha256_of
 
     card = json.loads(tiny_litert_card_path.read_text())
     rec = card["exports"]["litert"]
@@ -37,10 +37,10 @@ def test_onnx_export_is_checked_with_onnx_runtime_and_recorded_beside_litert(tin
     """Issue 14's second format: tf2onnx converts this TensorFlow/Keras; ONNX Runtime runs it."""
     import onnxruntime
 
-    from afiqa.export import export
-    from afiqa.inputs import load_rgb, to_model_input
+    from afiqa.runtime.export import export
+    from afiqa.io.inputs import load_rgb, to_model_input
     from afiqa.predictor import Predictor
-    from afiqa.weights import sha256_of
+    from afiqa.runtime.weights import sha256_of
 
     d = tmp_path / "m"
     shutil.copytree(tiny_litert_card_path.parent, d)
@@ -66,7 +66,7 @@ def test_onnx_export_is_checked_with_onnx_runtime_and_recorded_beside_litert(tin
 
 def test_export_refuses_to_replace_a_file(tiny_litert_card_path):
     from afiqa.errors import AfiqaError
-    from afiqa.export import export
+    from afiqa.runtime.export import export
 
     before = (tiny_litert_card_path.parent / "afiqa-tiny.tflite").read_bytes()
     with pytest.raises(AfiqaError, match="already exists; pass --force"):
@@ -232,8 +232,8 @@ def test_shipped_export_agrees_with_keras_on_the_examples():
     """The shipped .tflite and the shipped weights, on every example photo, within the
     card's tolerance; and the card's record is the file's."""
     from afiqa.predictor import Predictor
-    from afiqa.weights import REPO_WEIGHTS_DIR, sha256_of
-    from afiqa.zoo import DEFAULT_MODEL, get_card
+    from afiqa.runtime.weights import REPO_WEIGHTS_DIR, sha256_of
+    from afiqa.runtime.zoo import DEFAULT_MODEL, get_card
 
     card = get_card(DEFAULT_MODEL)
     rec = card.exports["litert"]

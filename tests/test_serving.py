@@ -1,9 +1,9 @@
-"""afiqa.serving on its own: the request-body limit (an ASGI app driven directly) and the
+"""afiqa.app.serving on its own: the request-body limit (an ASGI app driven directly) and the
 bounded store of results."""
 
 import asyncio
 
-from afiqa.serving import BodyLimit, ResultStore
+from afiqa.app.serving import BodyLimit, ResultStore
 
 
 async def _echo(scope, receive, send):

@@ -10,8 +10,8 @@ EXAMPLES = ROOT / "examples"
 
 
 def test_model_table_entry_matches_the_shipped_card_and_file():
-    from afiqa.weights import REPO_WEIGHTS_DIR, sha256_of
-    from afiqa.zoo import DEFAULT_MODEL, ModelCard, get_card
+    from afiqa.runtime.weights import REPO_WEIGHTS_DIR, sha256_of
+    from afiqa.runtime.zoo import DEFAULT_MODEL, ModelCard, get_card
 
     card = get_card(DEFAULT_MODEL)
     shipped = ModelCard.from_dict(json.loads((REPO_WEIGHTS_DIR / f"{DEFAULT_MODEL}.json").read_text()))
@@ -27,8 +27,8 @@ def test_model_table_entry_matches_the_shipped_card_and_file():
 def test_every_model_in_the_table_ships_its_card_weights_and_export():
     """Earlier defaults stay loadable by name, offline: each entry's card, weights and
     LiteRT export are in weights/ and match the table's checksums."""
-    from afiqa.weights import REPO_WEIGHTS_DIR, sha256_of
-    from afiqa.zoo import DEFAULT_MODEL, MODELS
+    from afiqa.runtime.weights import REPO_WEIGHTS_DIR, sha256_of
+    from afiqa.runtime.zoo import DEFAULT_MODEL, MODELS
 
     assert DEFAULT_MODEL in MODELS and {"afiqa-biq2021", "afiqa-v2"} <= set(MODELS)
     for name, card in MODELS.items():
@@ -57,7 +57,7 @@ def test_shipped_model_ranks_each_distortion_below_the_clean_photo(shipped):
 def test_shipped_model_scores_fall_as_blur_rises(shipped):
     import cv2
 
-    from afiqa.inputs import load_rgb
+    from afiqa.io.inputs import load_rgb
 
     rgb = load_rgb(EXAMPLES / "astronaut.jpg")
     scores = [r.score for r in shipped.score_batch([cv2.GaussianBlur(rgb, (0, 0), s) if s else rgb
@@ -74,7 +74,7 @@ def test_shipped_attention_follows_the_photo_not_a_fixed_position(shipped):
     positional prior)."""
     import numpy as np
 
-    from afiqa.inputs import load_rgb
+    from afiqa.io.inputs import load_rgb
 
     photos = [load_rgb(EXAMPLES / f"{n}.jpg") for n in ("chelsea", "rocket", "astronaut", "coffee")]
     results = shipped.score_batch(photos + [p[:, ::-1] for p in photos], heatmaps=True)

@@ -69,7 +69,7 @@ def test_every_catalogue_kind_changes_the_photo_more_as_it_grows_and_keeps_its_s
 
 
 def test_copies_cache_is_keyed_by_what_the_streams_compute_not_by_head_settings(tmp_path):
-    from afiqa.config import ModelConfig
+    from afiqa.model.config import ModelConfig
     from train.synthetic import copies_dir, plan
 
     copies = plan(np.arange(40), 10, seed=1)

@@ -71,7 +71,7 @@ def test_score_arrays_through_the_api_without_importing_keras(env):
         import sys
         import numpy as np
         from afiqa import Predictor
-        from afiqa.inputs import load_rgb
+        from afiqa.io.inputs import load_rgb
         p = Predictor()
         assert p.runtime.name == "litert", p.choice
         rgb = load_rgb({str(EXAMPLES / 'coffee.jpg')!r})

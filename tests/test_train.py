@@ -121,8 +121,8 @@ def test_recipe_end_to_end_cache_fit_evaluate_and_load(tiny_biq, tmp_path, monke
 
     # Scores from cached features come in chunks (a whole subset's inputs are never held at
     # once) and equal one pass over every row, in the rows' own order.
-    from afiqa.config import ModelConfig
-    from afiqa.model import build_head
+    from afiqa.model.config import ModelConfig
+    from afiqa.model.network import build_head
     from train.features import FeatureCache
 
     cache = FeatureCache.open(tmp_path / "cache")
@@ -160,8 +160,8 @@ def test_one_cache_with_candidate_taps_serves_sparse_and_dense_levels(tiny_biq, 
 
 def test_a_stopped_cache_run_resumes_where_it_stopped_and_matches_a_clean_run(tmp_path):
     """write_outputs: rows already on disk are not computed again; the result is the same."""
-    from afiqa.config import ModelConfig
-    from afiqa.inputs import to_model_input
+    from afiqa.model.config import ModelConfig
+    from afiqa.io.inputs import to_model_input
     from train.cache_features import write_outputs
 
     cfg = ModelConfig(image_size=64, multilevel=True)

@@ -1,4 +1,4 @@
-"""afiqa.weights against a real local HTTP server standing in for the Hugging Face Hub."""
+"""afiqa.runtime.weights against a real local HTTP server standing in for the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import huggingface_hub.file_download  # noqa: F401 - imported before the timed t
 import httpx2  # noqa: F401
 import pytest
 
-from afiqa.config import ModelConfig
+from afiqa.model.config import ModelConfig
 from afiqa.errors import WeightsError
-from afiqa.weights import describe_weights, resolve_weights, sha256_of
-from afiqa.zoo import ModelCard
+from afiqa.runtime.weights import describe_weights, resolve_weights, sha256_of
+from afiqa.runtime.zoo import ModelCard
 from hubserver import HubServer  # tests/ is on sys.path (conftest.py)
 
 REPO, FILE = "afiqa/tiny", "tiny.weights.h5"
@@ -213,7 +213,7 @@ def test_a_download_after_a_timeout_works(monkeypatch, hub, tmp_path, sha):
 
 
 def test_import_is_light():
-    code = "import sys, afiqa.weights; print(sorted({'huggingface_hub', 'keras', 'tensorflow'} & set(sys.modules)))"
+    code = "import sys, afiqa.runtime.weights; print(sorted({'huggingface_hub', 'keras', 'tensorflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -222,7 +222,7 @@ def test_saved_weights_are_compressed_deterministic_and_load_to_the_same_values(
     import keras
     import numpy as np
 
-    from afiqa.weights import save_weights
+    from afiqa.runtime.weights import save_weights
 
     def mlp():
         return keras.Sequential([keras.Input((64,)), keras.layers.Dense(256), keras.layers.Dense(1)])

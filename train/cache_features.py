@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from afiqa.backbones import get_backbone
-from afiqa.config import LEVEL_TAPS, ModelConfig
-from afiqa.inputs import load_model_input
-from afiqa.model import build_stream
+from afiqa.model.backbones import get_backbone
+from afiqa.model.config import LEVEL_TAPS, ModelConfig
+from afiqa.io.inputs import load_model_input
+from afiqa.model.network import build_stream
 from train.datasets import ADAPTERS
 
 
@@ -60,7 +60,7 @@ def tap_stream(cfg: ModelConfig, i: int):
     ``FeatureCache`` can serve either kind of level vector."""
     import keras
 
-    from afiqa.layers import BackbonePreprocess, GlobalPooling
+    from afiqa.model.layers import BackbonePreprocess, GlobalPooling
 
     spec = get_backbone(cfg.backbones[i])
     backbone = spec.build(weights="imagenet")

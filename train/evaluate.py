@@ -40,7 +40,7 @@ def scatter_png(pred: np.ndarray, mos: np.ndarray, title: str, path: Path) -> No
 
 def main(argv: list[str] | None = None) -> dict:
     from afiqa.predictor import Predictor
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL, help="model name or model card .json")

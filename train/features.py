@@ -31,7 +31,7 @@ class FeatureCache:
         """Make ``levels`` the vectors of ``model.level_taps == kind``: the cache's own
         level vectors when they are of that kind, else the matching columns of its
         candidate taps (a cache written with ``--taps``)."""
-        from afiqa.backbones import get_backbone
+        from afiqa.model.backbones import get_backbone
 
         if kind == self.meta["config"].get("level_taps", "sparse"):
             self.levels = self.own_levels

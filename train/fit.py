@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from afiqa import metrics
-from afiqa.config import ModelConfig
+from afiqa.model.config import ModelConfig
 from train import config as train_config
 
 
@@ -92,8 +92,8 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
     """
     import keras
 
-    from afiqa.losses import QualityLoss
-    from afiqa.model import build_head, member_score_names, member_view
+    from afiqa.model.losses import QualityLoss
+    from afiqa.model.network import build_head, member_score_names, member_view
     from train.features import CachedBatches
 
     mcfg = ModelConfig.from_dict(cfg["model"])
@@ -160,7 +160,7 @@ def train_head(cfg: dict, cache, rows_train, rows_val, log_path: Path | None = N
 
 def assemble(cfg: dict, head):
     """The full model with ImageNet backbones and the trained head's weights."""
-    from afiqa.model import HEAD, build_model
+    from afiqa.model.network import HEAD, build_model
 
     model = build_model(ModelConfig.from_dict(cfg["model"]), backbone_weights=cfg["model"]["backbone_weights"])
     model.get_layer(HEAD).set_weights(head.get_weights())
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     model = assemble(cfg, head)
 
     # The full model on raw images must agree with the head on cached features.
-    from afiqa.inputs import load_model_input
+    from afiqa.io.inputs import load_model_input
 
     probe = rows_val[:8]
     x = np.stack([load_model_input(cache.paths[r], cfg["model"]["image_size"]) for r in probe])
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     if gap > 0.01:
         raise SystemExit("the assembled model disagrees with the trained head; not saving")
 
-    from afiqa.weights import save_weights, sha256_of
-    from afiqa.zoo import ModelCard
+    from afiqa.runtime.weights import save_weights, sha256_of
+    from afiqa.runtime.zoo import ModelCard
 
     weights = out / f"{name}.weights.h5"
     save_weights(model, weights)  # gzip-compressed arrays: the same values in fewer bytes

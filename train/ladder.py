@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from afiqa.inputs import list_images, load_rgb
+from afiqa.io.inputs import list_images, load_rgb
 from train import distortions
 
 
@@ -48,7 +48,7 @@ def run(predictor, images: list[Path], kinds: list[str] | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     from afiqa.predictor import Predictor
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from afiqa import metrics
-from afiqa.config import ModelConfig
+from afiqa.model.config import ModelConfig
 from train import config as train_config
 from train.features import FeatureCache, PairFeatures
 from train.fit import split_rows, train_head, uses_pairs

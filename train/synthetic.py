@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from afiqa.config import ModelConfig
+from afiqa.model.config import ModelConfig
 from train import distortions
 
 KIND_SETS = {"classic": distortions.CLASSIC, "catalogue": distortions.TRAINING}
@@ -94,7 +94,7 @@ def ensure_cache(cfg: dict, cache, rows_train: np.ndarray, root: Path):
     They are computed once per plan, in ``root/synthetic-<digest of the plan>``, so a
     different plan (another seed, subset or backbone set) never overwrites another's.
     """
-    from afiqa.inputs import load_model_input
+    from afiqa.io.inputs import load_model_input
     from train.cache_features import write_outputs
 
     syn = cfg["train"]["synthetic"]
@@ -144,7 +144,7 @@ def hinge(margin: float):
 def ranking_trainer(head):
     """A training model around ``head`` (weights shared): inputs ``(x..., better...,
     worse...)``, outputs ``(head(x), head(better) - head(worse))`` (per member, when
-    ``head`` outputs each ensemble member's score: ``afiqa.model.member_view``). The pairs go through
+    ``head`` outputs each ensemble member's score: ``afiqa.model.network.member_view``). The pairs go through
     the head in inference mode: no dropout, and BatchNorm uses the moving statistics,
     which the dataset's photos alone update, so the distorted copies never shift the
     normalisation the model is used with."""

@@ -22,8 +22,8 @@ SPATIAL_KERNEL_FORMS = ("free", "smooth")
 class ModelConfig:
     """Hyper-parameters of the two-stream attention IQA network.
 
-    backbones: two names from ``afiqa.backbones.BACKBONES``; both read the same image.
-    image_size: side of the square model input in pixels (see ``afiqa.inputs``).
+    backbones: two names from ``afiqa.model.backbones.BACKBONES``; both read the same image.
+    image_size: side of the square model input in pixels (see ``afiqa.io.inputs``).
     backbone_weights: ``"imagenet"`` to start from ImageNet, ``None`` for random
         (trained afiqa weights replace them anyway).
     feature_pool: average-pool each backbone's feature map by this factor before the
@@ -44,13 +44,13 @@ class ModelConfig:
     spatial_descriptors: what the convolution reads at each cell: ``mean_max``, the
         channel-wise mean and max (CBAM), or ``mean_std``, the mean and standard
         deviation across channels, which a photo's mirror changes far less than the
-        max (``afiqa.attention``), or ``std`` alone: with one descriptor, a ``smooth``
+        max (``afiqa.model.attention``), or ``std`` alone: with one descriptor, a ``smooth``
         kernel cannot cancel one against the other.
     spatial_kernel_form: ``free``, any ``k x k`` convolution over the descriptors (CBAM),
         or ``smooth``, one learned non-negative profile (a blur that sums to 1) shared by
         the descriptors, each with its own signed weight: the map is a blurred, weighted
         sum of the descriptors and cannot be a difference of neighbouring cells, which
-        magnifies the backbone's small left/right differences (``afiqa.attention``).
+        magnifies the backbone's small left/right differences (``afiqa.model.attention``).
     multilevel: also mean/std-pool earlier feature maps of each backbone into the fused
         vector, so low-level cues (noise, blur) reach the head.
     level_taps: which earlier maps ``multilevel`` pools: ``sparse``, three (strides 4, 8,
@@ -125,7 +125,7 @@ class ModelConfig:
             raise ValueError(f"spatial_kernel: expected an odd size >= 1, got {self.spatial_kernel}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected 0 <= dropout < 1, got {self.dropout}")
-        from afiqa.backbones import get_backbone
+        from afiqa.model.backbones import get_backbone
 
         for name in self.backbones:
             spec = get_backbone(name)  # raises with close matches

@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from afiqa.csvout import CSV_COLUMNS, FORMULA_STARTS, ScoreCsv
+from afiqa.io.csvout import CSV_COLUMNS, FORMULA_STARTS, ScoreCsv
 from afiqa.errors import AfiqaError
 
 PARTS_SUFFIX = ".afiqa-parts"
@@ -175,12 +175,12 @@ def _read_target(t: Path, head: bool = False):
 
 
 def _unsafe_cell(text: str) -> str:
-    """The text ``afiqa.csvout.safe_cell`` was given."""
+    """The text ``afiqa.io.csvout.safe_cell`` was given."""
     return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
 
 
 def _unsafe_path(text: str) -> str:
-    """The path ``afiqa.csvout.safe_path`` was given."""
+    """The path ``afiqa.io.csvout.safe_path`` was given."""
     dot = "." + os.sep
     return text[len(dot):] if text.startswith(dot) and text[len(dot):].startswith(FORMULA_STARTS) else text
 

@@ -4,7 +4,7 @@
 
 - A folder (local, or a prefix on a filesystem pyarrow knows: ``s3://``, ``gs://``,
   ``hdfs://``, ``abfs://``...) gives the image files inside it, recursively, sorted, hidden
-  files and folders skipped, as ``afiqa.inputs.list_images`` does for local folders.
+  files and folders skipped, as ``afiqa.io.inputs.list_images`` does for local folders.
 - A listing file (``.txt``/``.lst``: one path or URI per line, blank lines and ``#``
   comments skipped; ``.csv``/``.parquet``: its ``path`` column, so an afiqa output or a
   data set's index can be fed back in) gives the paths it lists, as written (a relative
@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from afiqa.errors import AfiqaError
-from afiqa.inputs import IMAGE_EXTENSIONS, list_images
+from afiqa.io.inputs import IMAGE_EXTENSIONS, list_images
 
 LISTING_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet", ".pq"})
 

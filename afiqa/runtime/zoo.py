@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from afiqa.config import ModelConfig
+from afiqa.model.config import ModelConfig
 from afiqa.errors import UnknownNameError
 
 # Five labels over the 0-100 scale, worst first, each covering an equal fifth

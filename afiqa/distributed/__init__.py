@@ -12,7 +12,7 @@ actor pools), so a lost worker costs a retry, not rows.
 
 ``afiqa score ... --engine ray`` (``score_command``) adds resumability: the rows stream
 back to the driver, which is the only writer (the rows are small, ~100 bytes each, and
-no shared filesystem is needed), and ``afiqa.resume.ScoreStore`` keeps them durable
+no shared filesystem is needed), and ``afiqa.distributed.resume.ScoreStore`` keeps them durable
 between runs.
 
 Ray is optional: ``pip install 'afiqa[ray]'``.
@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from afiqa.errors import AfiqaError
-from afiqa.zoo import DEFAULT_MODEL
+from afiqa.runtime.zoo import DEFAULT_MODEL
 
 INSTALL_HINT = "--engine ray needs Ray Data: pip install 'afiqa[ray]'"
 OBJECT_STORE_BYTES = 256 * 2**20  # a local cluster's object store: rows and paths are small
@@ -91,7 +91,7 @@ class Scorer:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from afiqa.resume import schema
+        from afiqa.distributed.resume import schema
 
         shown = [str(p) for p in batch["path"]]
         items = list(self._io.map(self._source, shown))  # (source, name) or (None, error)
@@ -110,7 +110,7 @@ class Scorer:
 
     def _source(self, path: str):
         """(what the predictor reads, the name its errors start with), or (None, the error)."""
-        from afiqa.listing import is_uri
+        from afiqa.io.listing import is_uri
 
         if path.startswith("file://"):
             path = path[len("file://"):]
@@ -139,7 +139,7 @@ def score(source, *, model=DEFAULT_MODEL, weights=None, batch_size: int = 8, wor
     """A lazy ``ray.data.Dataset`` of ``path, score, label, error`` rows for ``source``.
 
     ``source``: a ``ray.data.Dataset`` with a ``path`` column, or paths, URIs, folders and
-    listing files (``afiqa.listing.expand``). ``workers``: actors in the pool (default:
+    listing files (``afiqa.io.listing.expand``). ``workers``: actors in the pool (default:
     the cluster's CPUs divided by ``cpus_per_worker``). Connects to Ray first if needed
     (``connect``). A model card path is read on the workers, so on a cluster it must
     be on a filesystem every node sees.
@@ -150,7 +150,7 @@ def score(source, *, model=DEFAULT_MODEL, weights=None, batch_size: int = 8, wor
     if isinstance(source, ray.data.Dataset):
         ds = source.select_columns(["path"])
     else:
-        from afiqa.listing import expand
+        from afiqa.io.listing import expand
 
         paths = expand([source] if isinstance(source, (str, os.PathLike)) else source)
         if not paths:
@@ -176,8 +176,8 @@ def score(source, *, model=DEFAULT_MODEL, weights=None, batch_size: int = 8, wor
 
 def score_command(args) -> int:
     """``afiqa score ... --engine ray``: resumable scoring into --csv and/or --parquet."""
-    from afiqa.listing import expand
-    from afiqa.resume import ScoreStore
+    from afiqa.io.listing import expand
+    from afiqa.distributed.resume import ScoreStore
 
     if args.heatmaps:
         raise AfiqaError("--heatmaps is not available with --engine ray")

@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from afiqa.errors import AfiqaError
-from afiqa.zoo import DEFAULT_MODEL
+from afiqa.runtime.zoo import DEFAULT_MODEL
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_OPSET = 17
 ONNX_HINT = 'pip install "afiqa[onnx]"'
 
 TOLERANCE = 0.5  # the largest score difference to Keras (0-100 scale) an export may show
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 def to_litert(model, precision: str = "fp16") -> bytes:
@@ -140,7 +140,7 @@ DEFAULT_PRECISION = {"litert": "fp16", "onnx": "fp32"}
 
 def raw_scores(runtime, paths: Sequence, size: int, batch_size: int = 8) -> np.ndarray:
     """Model output (MOS on [0, 1]) of ``runtime`` for each photo, through the input policy."""
-    from afiqa.inputs import load_rgb, to_model_input
+    from afiqa.io.inputs import load_rgb, to_model_input
 
     out = []
     for k in range(0, len(paths), batch_size):
@@ -168,9 +168,9 @@ def export(
     the Keras outputs for ``check``, when already known.
     """
     from afiqa import runtime
-    from afiqa.inputs import list_images
+    from afiqa.io.inputs import list_images
     from afiqa.predictor import load_card
-    from afiqa.weights import REPO_WEIGHTS_DIR, sha256_of
+    from afiqa.runtime.weights import REPO_WEIGHTS_DIR, sha256_of
 
     if fmt not in FORMATS:
         raise AfiqaError(f"Unknown export format {fmt!r}; afiqa exports {', '.join(FORMATS)}.")
@@ -230,7 +230,7 @@ def export(
 def record_in_card(card, model, weights_dir: Path | None, fmt: str, rec: dict) -> Path:
     """Write ``rec`` as ``exports[fmt]`` of the card's JSON (created from the table entry
     if the model has none), keeping every other key as it is."""
-    from afiqa.weights import REPO_WEIGHTS_DIR
+    from afiqa.runtime.weights import REPO_WEIGHTS_DIR
 
     p = Path(model)
     path = p if (p.suffix == ".json" or p.is_file()) else Path(weights_dir or REPO_WEIGHTS_DIR) / f"{card.name}.json"

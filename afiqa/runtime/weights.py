@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from afiqa.errors import WeightsError
-from afiqa.zoo import ModelCard
+from afiqa.runtime.zoo import ModelCard
 
-REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+REPO_WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -168,12 +168,12 @@ def _download_with_deadline(where: dict, cache: Path) -> tuple[Path | None, str]
         return None, f"the Hub did not answer within {limit:g} s (AFIQA_HUB_TIMEOUT)"
     if answer[0]:
         return None, answer[0]
-    package_root = str(Path(__file__).resolve().parent.parent)  # this afiqa, whatever the child's cwd holds
+    package_root = str(Path(__file__).resolve().parents[2])  # this afiqa, whatever the child's cwd holds
     # No progress bars, and no telemetry: huggingface_hub would otherwise first fetch the Hub's
     # list of "agent harnesses" for its user-agent, one more request (up to 3 s) per download.
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     env.pop("HF_HUB_OFFLINE", None)
-    code = "import sys; sys.path.insert(0, sys.argv[1]); import afiqa.weights as w; w._download_child()"
+    code = "import sys; sys.path.insert(0, sys.argv[1]); import afiqa.runtime.weights as w; w._download_child()"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, package_root],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,

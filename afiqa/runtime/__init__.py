@@ -81,7 +81,7 @@ class KerasRuntime:
     def __init__(self, card, weights_path: Path):
         if not has_keras():
             raise RuntimeUnavailable(keras_missing_message("The Keras runtime"))
-        from afiqa.model import build_model
+        from afiqa.model.network import build_model
 
         self.path = Path(weights_path)
         self.model = build_model(card.config, backbone_weights=None)
@@ -281,7 +281,7 @@ def _litert_problem(card, own_tflite: bool) -> str | None:
 
 def _find_litert(card, weights_dir: Path | None, dry: bool, strict: bool) -> tuple[Path | None, str | None]:
     """(the verified export, None), or (None, why not); ``strict``: raise ``WeightsError`` instead."""
-    from afiqa.weights import describe_file, resolve_file
+    from afiqa.runtime.weights import describe_file, resolve_file
 
     rec = litert_export(card)
     if dry:
@@ -306,7 +306,7 @@ def select(runtime: str, card, weights=None, weights_dir: Path | None = None):
 def load_keras(card, weights=None, weights_dir: Path | None = None) -> KerasRuntime:
     if not has_keras():
         raise RuntimeUnavailable(keras_missing_message("The Keras runtime"))
-    from afiqa.weights import resolve_weights
+    from afiqa.runtime.weights import resolve_weights
 
     return KerasRuntime(card, resolve_weights(card, weights, weights_dir))
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from afiqa.backbones import get_backbone
-from afiqa.config import ModelConfig
+from afiqa.model.backbones import get_backbone
+from afiqa.model.config import ModelConfig
 
 if TYPE_CHECKING:
     import keras
@@ -43,7 +43,7 @@ def build_stream(cfg: ModelConfig, i: int, weights: str | None = None) -> keras.
     """Image -> [feature map] (+ [pooled earlier levels] when ``cfg.multilevel``)."""
     import keras
 
-    from afiqa.layers import BackbonePreprocess, GlobalPooling
+    from afiqa.model.layers import BackbonePreprocess, GlobalPooling
 
     spec = get_backbone(cfg.backbones[i])
     shape = (cfg.image_size, cfg.image_size, 3)
@@ -78,8 +78,8 @@ def build_head(cfg: ModelConfig, stream_output_shapes: list[list[tuple]], prepoo
     """
     import keras
 
-    from afiqa.attention import ChannelAttention, SpatialAttentionMap
-    from afiqa.layers import GlobalPooling
+    from afiqa.model.attention import ChannelAttention, SpatialAttentionMap
+    from afiqa.model.layers import GlobalPooling
 
     inputs, pooled = [], []
     for i, shapes in enumerate(stream_output_shapes):
