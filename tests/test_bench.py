@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from afiqa import bench
+from benchmarks import bench
 
 
 def test_bench_measures_every_row_for_each_runtime_and_writes_json(tiny_litert_card_path, tmp_path, capsys):

@@ -1,0 +1,1 @@
+"""Benchmark harnesses (not part of the installed package): `python -m benchmarks.bench`."""
