@@ -4,7 +4,8 @@
                                       [--upload OWNER/SPACE] [--dry-run]
 
 OUT gets what a Gradio Space runs, and nothing else: ``app.py``, the ``afiqa`` package,
-``requirements.txt``, ``examples/``, a ``README.md`` with the Space's front matter, the
+``requirements.txt`` (this repository's, less its ``-e .`` line: the app imports the package
+from the folder), ``examples/``, a ``README.md`` with the Space's front matter, the
 model card ``weights/<model>.json`` and a ``.gitattributes`` that stores weight files
 (``*.h5``, ``*.keras``, ``*.tflite``) in Git LFS, which the Hub requires of any file
 over 10 MB. Where the weights come from:
@@ -77,7 +78,7 @@ def build(out: Path, model: str | None = None, weights_from: str = "lfs") -> lis
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(ROOT / "app.py", out / "app.py")
     shutil.copytree(ROOT / "afiqa", out / "afiqa", ignore=shutil.ignore_patterns(*PACKAGE_SKIP))
-    shutil.copy2(ROOT / "requirements.txt", out / "requirements.txt")
+    (out / "requirements.txt").write_text(space_requirements((ROOT / "requirements.txt").read_text(encoding="utf-8")))
     shutil.copytree(ROOT / "examples", out / "examples")
     if (ROOT / "LICENSE").is_file():
         shutil.copy2(ROOT / "LICENSE", out / "LICENSE")
@@ -99,6 +100,24 @@ def build(out: Path, model: str | None = None, weights_from: str = "lfs") -> lis
     if too_big:
         raise ValueError(f"files over 10 MB outside LFS: {', '.join(map(str, too_big))}")
     return files
+
+
+def space_requirements(text: str) -> str:
+    """requirements.txt for a Space: this repository's, less the line that installs the project itself
+    (``-e .``, ``.``): a Space runs ``pip install -r requirements.txt`` before its files are there, and its
+    app imports the package from its own folder."""
+    def installs_project(line: str) -> bool:
+        words = line.split("#", 1)[0].split()
+        return words in (["."], ["-e", "."], ["--editable", "."], ["./"], ["-e", "./"])
+
+    keep: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if installs_project(line):
+            while keep and keep[-1].lstrip().startswith("#"):  # and the comment that explains it
+                keep.pop()
+        else:
+            keep.append(line)
+    return "".join(keep)
 
 
 def in_lfs(path: Path) -> bool:

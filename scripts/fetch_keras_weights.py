@@ -3,8 +3,9 @@
     python scripts/fetch_keras_weights.py              # with internet: Keras downloads them
     python scripts/fetch_keras_weights.py --from DIR   # offline: copy them from a Keras cache DIR
 
-The cache is ``$KERAS_HOME`` (Keras's default: ``~/.keras``); the files go to its
-``models/`` folder. When they are already there, nothing is done and nothing is
+The cache is ``$KERAS_HOME``; without it, the offline cache ``../shared/keras`` beside the
+checkout when there is one (as tests/conftest.py picks it, so the tests then use it too),
+else Keras's default ``~/.keras``. The files go to its ``models/`` folder. When they are already there, nothing is done and nothing is
 written (so a read-only cache, such as CI's, is fine). The app and the CLI do not need
 them: the shipped afiqa weights hold the backbones too.
 """
@@ -27,8 +28,16 @@ FILES = {
 }
 
 
+SHARED_KERAS = ROOT.parent / "shared" / "keras"  # the offline cache beside the checkout (CI's); tests/conftest.py too
+
+
 def keras_home() -> Path:
-    return Path(os.path.expanduser(os.environ.get("KERAS_HOME") or "~/.keras"))
+    """``$KERAS_HOME``; unset, ``../shared/keras`` beside the checkout if it is a folder, else ``~/.keras``."""
+    if os.environ.get("KERAS_HOME"):
+        return Path(os.path.expanduser(os.environ["KERAS_HOME"]))
+    if SHARED_KERAS.is_dir():
+        return SHARED_KERAS
+    return Path(os.path.expanduser("~/.keras"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--from", dest="source", type=Path, metavar="DIR", help="a Keras cache holding them (offline)")
     args = p.parse_args(argv)
-    models = keras_home() / "models"
+    home = keras_home()
+    os.environ["KERAS_HOME"] = str(home)  # Keras's download below goes there too
+    models = home / "models"
     missing = {name: f for name, f in FILES.items() if not (models / f).is_file()}
     if not missing:
         print(f"ImageNet MobileNet weights: already in {models}")
@@ -59,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 get_backbone(name).build("imagenet")  # Keras downloads into $KERAS_HOME/models
             except Exception as e:  # no network, most often
-                print(f"fetch_keras_weights: could not download the {name} ImageNet weights ({e}); offline, copy "
-                      f"them from a Keras cache: --from DIR, or set KERAS_HOME to one", file=sys.stderr)
+                print(f"fetch_keras_weights: could not download the {name} ImageNet weights into {models} ({e}).\n"
+                      f"Offline, point to a Keras cache holding models/{FILES[name]}: export KERAS_HOME=DIR "
+                      f"(or put one at {SHARED_KERAS}, which is used when KERAS_HOME is unset), or copy it in "
+                      f"with --from DIR", file=sys.stderr)
                 return 2
     print(f"ImageNet MobileNet weights: in {models}")
     return 0

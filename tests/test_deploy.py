@@ -78,6 +78,12 @@ def test_space_with_weights_in_lfs(tmp_path):
         assert (out / f).is_file(), f
     meta = front_matter((out / "README.md").read_text(encoding="utf-8"))
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
+    # requirements.txt installs the package (`-e .`, for a clone); the Space's copy does not (a Space
+    # installs it before its files are there) and keeps every other requirement
+    ours = [ln.strip() for ln in (ROOT / "requirements.txt").read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    space = [ln.strip() for ln in (out / "requirements.txt").read_text().splitlines() if ln.strip() and ln[0] != "#"]
+    assert "-e ." in ours and space == [ln for ln in ours if ln != "-e ."]
+    assert "leaves this line out" not in (out / "requirements.txt").read_text()  # nor the comment about that line
     # every file over 10 MB is in LFS for git (checked with git itself)
     subprocess.run(["git", "init", "-q", str(out)], check=True)
     big = [str(f.relative_to(out)) for f in out.rglob("*") if f.is_file() and f.stat().st_size > 10 * MB]
@@ -178,3 +184,21 @@ def test_fetch_keras_weights_copies_from_a_cache_and_leaves_a_full_one_alone(tmp
     assert {f: f.stat().st_mtime_ns for f in home.rglob("*")} == stamp
     p = script("fetch_keras_weights.py", "--from", tmp_path / "nothing", env={"KERAS_HOME": str(tmp_path / "k2")})
     assert p.returncode == 2 and "is not in" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_fetch_keras_weights_finds_the_shared_cache_beside_the_checkout_without_keras_home(tmp_path):
+    """KERAS_HOME unset: the offline cache ../shared/keras beside the checkout is the one used (as
+    tests/conftest.py picks it), so the README's test command passes offline without an export."""
+    source = Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser()
+    clone, shared = tmp_path / "clone", tmp_path / "shared" / "keras" / "models"
+    (clone / "scripts").mkdir(parents=True)
+    (clone / "scripts" / "fetch_keras_weights.py").write_bytes((ROOT / "scripts" / "fetch_keras_weights.py").read_bytes())
+    shared.mkdir(parents=True)
+    for f in ("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5", "mobilenet_1_0_224_tf_no_top.h5"):
+        (shared / f).symlink_to(source / "models" / f)
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_HOME", "PYTHONPATH")} | {"HOME": str(tmp_path)}
+    p = subprocess.run([sys.executable, str(clone / "scripts" / "fetch_keras_weights.py")], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert f"already in {shared}" in p.stdout
+    assert not (tmp_path / ".keras").exists()  # nothing went to ~/.keras
