@@ -61,7 +61,9 @@ def test_overlay_is_blue_where_quality_is_lowered_red_where_raised_clear_where_n
     assert left[2] - left[0] > 40 and right[0] - right[2] > 40  # blue lowers, red raises
     assert np.ptp(mid) < 3  # no effect: the photo (in grey), not a colour
     mag = overlay(img, heat, "magnitude").astype(int)
-    np.testing.assert_array_equal(mag[:, :30].mean((0, 1)).round(), mag[:, 90:].mean((0, 1)).round())
+    # magnitude: lowering and raising look the same (means within a level: OpenCV's SIMD paths differ by
+    # processor, and .round() of a mean near x.5 is luck)
+    np.testing.assert_allclose(mag[:, :30].mean((0, 1)), mag[:, 90:].mean((0, 1)), atol=1.0)
 
 
 def test_heatmap_picture_is_capped_and_carries_title_and_legend():

@@ -29,6 +29,7 @@ CLIENTS, REQUESTS = 20, 10
 DEADLINE_S = 240  # no request starts later than this after the clients start
 REQUEST_TIMEOUT_S = 60
 STARTUP_TIMEOUT_S = 300
+SCORE_TOLERANCE = 0.06  # a display of 1 decimal (0.05) and float32 noise from another batch size (0.01 at most)
 
 
 def test_20_clients_making_10_requests_each_all_get_the_right_score(tiny_card_path, tiny_predictor):
@@ -51,4 +52,8 @@ def test_20_clients_making_10_requests_each_all_get_the_right_score(tiny_card_pa
     for r in requests:
         want = expected[r.image]
         assert 0 <= r.score <= 100, r
-        assert r.score == round(want.score, 2) and r.label == want.label, (r, want.score)
+        # The app's score is rounded for display and comes from another process (which may batch requests, and
+        # oneDNN's sums differ in the last bits between batch sizes): within display rounding of ours, not equal
+        # to round(ours, 2), which holds only while no score lands on a rounding boundary on this processor.
+        assert abs(r.score - want.score) <= SCORE_TOLERANCE, (r, want.score)
+        assert r.label in {want.label, tiny_predictor.card.label(r.score)}, (r, want.score)
