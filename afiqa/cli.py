@@ -282,7 +282,7 @@ def _save_overlay(r, path: Path, heat_dir: Path, used: set, side: int | None) ->
         name, k = f"{stem}_{k}_gradcam.png", k + 1
     used.add(name)
     target = heat_dir / name
-    title = f"{r.score:.1f} {r.label}  {_printable(path.name)}"
+    title = f"{r.score:.2f} {r.label}  {_printable(path.name)}"
     # compress_level=1: still lossless, ~6x faster than the default 6 (which took longer
     # than scoring the photo), files ~15% larger.
     Image.fromarray(heatmap_picture(r.image, r.heatmaps[FUSED], title, side=side)).save(target, compress_level=1)

@@ -111,7 +111,11 @@ class AppServer:
         if self.weights:
             args += ["--weights", self.weights]
         env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
-               "GRADIO_ANALYTICS_ENABLED": "False", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+               "GRADIO_ANALYTICS_ENABLED": "False", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+               # every simulated user comes from 127.0.0.1: the per-address caps (docs/security.md) would
+               # count them as one client, so they are raised here unless the caller sets them
+               "AFIQA_UPLOADS_PER_MINUTE": os.environ.get("AFIQA_UPLOADS_PER_MINUTE", "100000"),
+               "AFIQA_PER_CLIENT": os.environ.get("AFIQA_PER_CLIENT", "100000")}
         self._log = tempfile.TemporaryFile(mode="w+", prefix="afiqa-loadtest-server-")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,

@@ -1,7 +1,7 @@
 """The scores CSV that the CLI (``--csv``) and the app's Batch download write.
 
 One format: the columns ``path,score,label,error`` (then any extra columns, e.g. the
-CLI's ``heatmap``); ``score`` with 3 decimals, empty when the file could not be scored;
+CLI's ``heatmap``); ``score`` with ``SCORE_DECIMALS`` (2) decimals, empty when the file could not be scored;
 ``error`` a one-line reason, empty when it was.
 
 Spreadsheet formulas are neutralised. A cell that starts with ``=``, ``+``, ``-``,
@@ -33,9 +33,13 @@ class OutputError(AfiqaError, OSError):
     """An output file that could not be written (full disk, no permission, ...)."""
 
 
+SCORE_DECIMALS = 2  # one display of a score: 35.10, never 35.1 or 35.100
+
+
 def format_score(score: float | None) -> str:
-    """A score as the CSV writes it: 3 decimals, or "" for no score."""
-    return "" if score is None else f"{float(score):.3f}"
+    """A score as afiqa shows it everywhere (the CSV, the CLI, the app): ``SCORE_DECIMALS``
+    decimals, trailing zeros kept; "" for no score."""
+    return "" if score is None else f"{float(score):.{SCORE_DECIMALS}f}"
 
 
 def safe_cell(text) -> str:
