@@ -1,6 +1,6 @@
 """Per-photo scoring time of several models side by side, in one run (issue 13's speed check).
 
-    python scripts/bench_models.py [--models afiqa-biq2021 afiqa-v3 afiqa-v4] [--n 32] [--repeats 3]
+    python scripts/bench_models.py [--models afiqa-v4 afiqa-v3 ...] [--n 32] [--repeats 3]
 
 Each model scores the same ``--n`` synthetic 1080x800 JPEGs (``benchmarks.bench.make_photos``)
 with ``score_batch`` (its default runtime, batch 8), alternating between the models in
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["afiqa-biq2021", "afiqa-v3", "afiqa-v4"])
+    ap.add_argument("--models", nargs="+", default=["afiqa-v4"])
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)

@@ -278,7 +278,7 @@ def test_tensorflows_start_up_notice_is_kept_off_stderr_and_nothing_else(tmp_pat
               "I0000 00:00:1796290134.663809    7900 port.cc:153] oneDNN custom operations are on. You may see "
               "slightly different numerical results.\n")
     (fake / "__init__.py").write_text(f"import os\nos.write(2, {(notice * 2 + 'a real warning' + chr(10)).encode()!r})\n")
-    code = ("import importlib.util, sys\nfrom afiqa import quiet\nquiet.install()\n"
+    code = ("import importlib.util, sys\nfrom afiqa.runtime import quiet\nquiet.install()\n"
             "assert importlib.util.find_spec('tensorflow')\nimport tensorflow\nprint('after', file=sys.stderr)\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "TF_CPP_MIN_LOG_LEVEL": level}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)

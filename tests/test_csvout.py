@@ -14,9 +14,10 @@ def read(path):
         return list(csv.reader(fh))
 
 
-def test_format_score_has_3_decimals_and_empty_for_none():
-    assert format_score(79.9949) == "79.995"
-    assert format_score(0) == "0.000"
+def test_format_score_has_2_decimals_trailing_zeros_kept_and_empty_for_none():
+    assert format_score(79.994) == "79.99"
+    assert format_score(35.1) == "35.10"
+    assert format_score(0) == "0.00"
     assert format_score(None) == ""
 
 
@@ -46,7 +47,7 @@ def test_rows_are_written_through_a_rename(tmp_path):
         out.row("@bad.jpg", None, "", "@bad.jpg: the file is empty")
     rows = read(target)
     assert rows[0] == [*CSV_COLUMNS, "heatmap"]
-    assert rows[1] == [os.path.join(".", "=x.jpg"), "71.235", "good", "", "heat/=x.png"]
+    assert rows[1] == [os.path.join(".", "=x.jpg"), "71.23", "good", "", "heat/=x.png"]
     assert rows[2] == [os.path.join(".", "@bad.jpg"), "", "", "'@bad.jpg: the file is empty", ""]
     assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
     umask = os.umask(0)
@@ -60,7 +61,7 @@ def test_ctrl_c_leaves_the_rows_so_far(tmp_path):
         with ScoreCsv(target) as out:
             out.row("a.jpg", 50.0, "fair", "")
             raise KeyboardInterrupt
-    assert read(target) == [list(CSV_COLUMNS), ["a.jpg", "50.000", "fair", ""]]
+    assert read(target) == [list(CSV_COLUMNS), ["a.jpg", "50.00", "fair", ""]]
     assert len(list(tmp_path.iterdir())) == 1
 
 

@@ -208,8 +208,8 @@ def test_store_keeps_flushed_parts_ignores_broken_ones_and_round_trips_the_csv(t
     assert again.todo(paths) == ["c.jpg"]
     again.add(pa.table({"path": ["c.jpg"], "score": [12.0], "label": ["bad"], "error": [""]}, schema=schema()))
     assert again.finish(paths) == 1
-    assert out.read_text().splitlines() == ["path,score,label,error", "./=a.jpg,51.250,fair,",
-                                            "b.jpg,,,'=b.jpg: bad", "c.jpg,12.000,bad,"]
+    assert out.read_text().splitlines() == ["path,score,label,error", "./=a.jpg,51.25,fair,",
+                                            "b.jpg,,,'=b.jpg: bad", "c.jpg,12.00,bad,"]
     assert not again.parts.exists()
     third = ScoreStore([out])  # a finished CSV is read back as what it says
     assert third.todo(paths + ["d.jpg"]) == ["d.jpg"]

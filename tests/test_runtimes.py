@@ -214,8 +214,8 @@ def test_cli_and_api_give_the_same_score_on_each_runtime(tiny_litert_card_path, 
         assert p.returncode == 0 and p.stderr == "", p.stderr  # issue 16: no runtime banners on a good run
         got[rt] = [float(r["score"]) for r in csv.DictReader(out.open())]
     lite, keras_p = both
-    np.testing.assert_allclose(got["litert"], [lite.score(f).score for f in files], atol=2e-3)  # CSV: 3 decimals
-    np.testing.assert_allclose(got["keras"], [keras_p.score(f).score for f in files], atol=2e-3)
+    np.testing.assert_allclose(got["litert"], [lite.score(f).score for f in files], atol=5e-3 + 1e-6)  # CSV: 2 decimals
+    np.testing.assert_allclose(got["keras"], [keras_p.score(f).score for f in files], atol=5e-3 + 1e-6)
     assert np.abs(np.subtract(got["litert"], got["keras"])).max() <= 0.5
 
 

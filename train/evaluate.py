@@ -1,6 +1,6 @@
 """Evaluate any afiqa weights on any adapter's data through the full scoring pipeline.
 
-    python -m train.evaluate --model weights/afiqa-biq2021.json --dataset biq2021 \
+    python -m train.evaluate --model weights/afiqa-v4.json --dataset biq2021 \
         --data-dir DIR [--split test] [--out reports/afiqa-biq2021-test]
 
 Scores every image exactly as ``afiqa score`` does (same input policy, same Predictor),

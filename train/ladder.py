@@ -1,6 +1,6 @@
 """Distortion ladders: do scores fall as a distortion grows?
 
-    python -m train.ladder --model weights/afiqa-biq2021.json --images DIR [--n 50] [--kinds K ...] [--out FILE.json]
+    python -m train.ladder --model weights/afiqa-v4.json --images DIR [--n 50] [--kinds K ...] [--out FILE.json]
 
 For each of ``--n`` photos (sorted, from DIR) and each distortion of the catalogue
 (``train.distortions.CATALOGUE``, or ``--kinds``), the photo is scored at five strengths

@@ -122,7 +122,7 @@ register(
         test_metrics={"srocc": 0.8869, "plcc": 0.8855, "krocc": 0.7034, "rmse": 0.0917, "n": 2000},
         description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px, residual spatial "
         "attention, dense multi-level pooling, trained with synthetic-distortion ranking pairs",
-        exports={  # as recorded in weights/afiqa-biq2021.json (scripts/litert_precision.py, afiqa export)
+        exports={  # as recorded in docs/models/afiqa-biq2021.json (scripts/litert_precision.py, afiqa export)
             "litert": {
                 "file": "afiqa-biq2021.tflite",
                 "sha256": "f25523397e967a36fc85c831c3f703d29ecf0d68839d2e6dc8a34de4c1dfffa6",
@@ -184,7 +184,7 @@ register(
         description="Two-stream (MobileNetV2 + MobileNet) CBAM attention IQA model, 512 px, residual spatial attention "
         "with reflect padding and a mirror-tied kernel, dense multi-level pooling, three small regression heads "
         "averaged, trained with ranking pairs from an 18-kind distortion catalogue",
-        exports={  # as recorded in weights/afiqa-v2.json (afiqa export)
+        exports={  # as recorded in docs/models/afiqa-v2.json (afiqa export)
             "litert": {
                 "file": "afiqa-v2.tflite",
                 "sha256": "f477e0fe9e7b17a13d474114be4d9b6765de749d84a701558536b68be502a603",
@@ -217,7 +217,7 @@ register(
         "read from each cell's channel mean and standard deviation, with reflect padding and a mirror-tied kernel, "
         "dense multi-level pooling, three small regression heads averaged, trained with ranking pairs from an "
         "18-kind distortion catalogue",
-        exports={  # as recorded in weights/afiqa-v3.json (afiqa export)
+        exports={  # as recorded in docs/models/afiqa-v3.json (afiqa export)
             "litert": {
                 "file": "afiqa-v3.tflite",
                 "sha256": "00c3ebc94788900047f54983df83f1fbba79a37b10ef25c047a45f3bbfe83391",
