@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=DEFAULT_MODEL, help="a model name from `afiqa info`, or a model card .json")
     s.add_argument("--weights", metavar="FILE", help="weights file to use instead of the resolved one")
     s.add_argument("--quiet", action="store_true", help="no table and no progress bar")
-    s.add_argument("--runtime", choices=("auto", "litert", "keras"), default="auto",
+    s.add_argument("--runtime", choices=("auto", "litert", "litert-int8", "keras"), default="auto",
                    help="what computes the scores (default auto: the fastest available; `afiqa info` says which)")
     r = s.add_argument_group("scoring at scale (--engine ray; resumable: a rerun with the same output goes on)")
     r.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", metavar="FILE", help="Keras weights file to export instead of the resolved one")
     e.add_argument("--check", nargs="+", metavar="PATH", help="photos or folders to compare it with Keras on "
                    "(default: the repository's examples/)")
+    e.add_argument("--calibrate", nargs="+", metavar="PATH", help="int8: photos or folders whose activations set "
+                   "the int8 ranges (a few hundred like the ones it will score; not the --check photos)")
     e.add_argument("--force", action="store_true", help="replace an existing output file")
     e.set_defaults(func=_export)
 
@@ -293,17 +295,24 @@ def _export(args) -> int:
     from afiqa.runtime.export import export
     from afiqa.io.inputs import list_images
 
+    from afiqa.runtime.export import record_key
+
     check = list_images(args.check) if args.check else None
+    calibrate = list_images(args.calibrate) if args.calibrate else None
     rec = export(args.model, args.format, args.precision, out=args.out, weights=args.weights,
-                 check=check, check_name=", ".join(args.check) if args.check else None, force=args.force)
+                 check=check, check_name=", ".join(args.check) if args.check else None, force=args.force,
+                 calibrate=calibrate, calibrate_name=", ".join(args.calibrate) if args.calibrate else None)
+    key = record_key(args.format, rec["precision"])
     print(f"wrote {rec['file']} ({rec['precision']}, {rec['bytes'] / 1e6:.1f} MB, sha256 {rec['sha256']})")
     print(f"scores vs Keras on {rec['n_check']} photos ({rec['check_set']}): largest difference "
           f"{rec['max_score_diff']:.3f}, mean {rec['mean_score_diff']:.3f} (0-100 scale; tolerance {rec['tolerance']})")
-    print(f"recorded in {rec['card']} under exports.{args.format}")
+    print(f"recorded in {rec['card']} under exports.{key}")
+    for where, t in rec.get("speed", {}).items():
+        print(f"speed on {where}: int8 {t['int8_s']:.3f} s, fp16 {t['fp16_s']:.3f} s a batch of {t['batch']}")
     from afiqa.runtime.zoo import MODELS
 
     if args.model in MODELS:
-        print(f"the table entry in afiqa/runtime/zoo.py must carry the same record: exports={{{args.format!r}: ...}}")
+        print(f"the table entry in afiqa/runtime/zoo.py must carry the same record: exports={{{key!r}: ...}}")
     if rec["max_score_diff"] > rec["tolerance"]:
         print(f"afiqa: the export differs from Keras by more than {rec['tolerance']}; "
               "try a higher --precision", file=sys.stderr)

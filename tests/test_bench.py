@@ -29,10 +29,11 @@ def test_bench_measures_every_row_for_each_runtime_and_writes_json(tiny_litert_c
     assert all(r["per_image_s"] > 0 for r in report["rows"])
     assert "litert / keras, score_batch, batch 2" in report["ratios"]
     t = report["target"]  # 3 tiny photos: the per-photo time may drown in start-up noise (then nan, said so)
-    assert t["goal"] == 0.45 and (t["ratio"] > 0 or np.isnan(t["ratio"]))
+    assert t["goal"] == 0.30 and (t["ratio"] > 0 or np.isnan(t["ratio"]))
     assert np.isnan(t["ratio"]) or t["ratio"] == pytest.approx(t["litert_cli_per_photo_s"] / t["keras_forward_batch_16_s"])
     table = capsys.readouterr().out
-    assert "| measurement | batch | litert | keras |" in table and "target: LiteRT `afiqa score`" in table
+    assert "| measurement | batch | litert | keras |" in table and "target: litert `afiqa score`" in table
+    assert "no int8 LiteRT export" in report["skipped"]["litert-int8"]  # left out, said why
 
 
 def test_bench_without_weights_is_a_clear_error(tmp_path, capsys):

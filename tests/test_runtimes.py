@@ -143,7 +143,7 @@ def test_unknown_runtime_and_mismatched_files(tiny_litert_card_path):
     from afiqa.errors import AfiqaError
     from afiqa.predictor import Predictor
 
-    with pytest.raises(AfiqaError, match="Unknown runtime 'onnx'; choose one of auto, litert, keras"):
+    with pytest.raises(AfiqaError, match="Unknown runtime 'onnx'; choose one of auto, litert, litert-int8, keras"):
         Predictor(tiny_litert_card_path, runtime="onnx")
     tflite = tiny_litert_card_path.parent / "afiqa-tiny.tflite"
     with pytest.raises(AfiqaError, match="needs a .weights.h5 file"):
@@ -261,3 +261,125 @@ def test_litert_threads_follow_afiqa_threads(tiny_litert_card_path, monkeypatch)
     assert Predictor(tiny_litert_card_path, runtime="litert").runtime.threads == 1
     monkeypatch.setenv("AFIQA_THREADS", "zero")  # not a count: the cores, as without it
     assert runtime.cpu_threads() == len(os.sched_getaffinity(0))
+
+
+# -- the calibrated int8 export (issue 29) ---------------------------------------------------
+@pytest.fixture(scope="module")
+def int8_card_path(tiny_litert_card_path, tmp_path_factory):
+    """The tiny model with its fp32 export and a full-integer int8 export beside it,
+    calibrated on 12 synthetic scenes that are not the check photos."""
+    from afiqa.runtime.export import export
+
+    d = tmp_path_factory.mktemp("tiny_int8")
+    shutil.copytree(tiny_litert_card_path.parent, d, dirs_exist_ok=True)
+    calib = []
+    for k in range(12):
+        p = d / f"calib_{k}.png"
+        Image.fromarray(blur(scene(300 + k), (0, 1.5, 3)[k % 3])).save(p)
+        calib.append(p)
+    export(d / tiny_litert_card_path.name, "litert", "int8", check=sorted(d.glob("check_*.png")),
+           check_name="6 synthetic scenes", calibrate=calib, calibrate_name="12 synthetic scenes")
+    return d / tiny_litert_card_path.name
+
+
+def test_int8_export_is_full_integer_recorded_beside_fp16_and_timed_here(int8_card_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from afiqa import runtime
+
+    card = json.loads(int8_card_path.read_text())
+    rec = card["exports"]["litert-int8"]
+    assert "litert" in card["exports"] and rec["file"] == "afiqa-tiny-int8.tflite"
+    assert rec["precision"] == "int8" and rec["n_calibration"] == 12 and rec["n_check"] == 6
+    here = rec["speed"][runtime.processor()]
+    assert here["int8_s"] > 0 and here["fp16_s"] > 0 and here["batch"] == 6
+    interp = Interpreter(str(int8_card_path.parent / rec["file"]))
+    ops = {o["op_name"] for o in interp._get_ops_details()}
+    int8_weights = [t for t in interp.get_tensor_details() if t["dtype"] == np.int8]
+    assert int8_weights and "QUANTIZE" in ops, ops  # int8 kernels run, not only int8 storage
+
+
+def test_int8_scores_the_test_images_within_the_recorded_difference(int8_card_path):
+    """The int8 runtime reproduces the check it recorded, and ranks like Keras on new images."""
+    from afiqa.metrics import srocc
+    from afiqa.predictor import Predictor
+
+    rec = json.loads(int8_card_path.read_text())["exports"]["litert-int8"]
+    i8 = Predictor(int8_card_path, runtime="litert-int8")
+    keras_p = Predictor(int8_card_path, runtime="keras")
+    assert i8.runtime.name == "litert-int8" and i8.weights_path.name == "afiqa-tiny-int8.tflite"
+    check = sorted(int8_card_path.parent.glob("check_*.png"))
+    diff = np.abs(np.subtract([r.score for r in i8.score_batch(check)], [r.score for r in keras_p.score_batch(check)]))
+    assert diff.max() <= rec["max_score_diff"] + 1e-3, (diff, rec)
+    images = [scene(k) for k in range(6)] + [blur(scene(k), 3) for k in range(6)]
+    a = [r.score for r in i8.score_batch(images)]
+    b = [r.score for r in keras_p.score_batch(images)]
+    assert srocc(a, b) > 0.8 and np.abs(np.subtract(a, b)).mean() < 5
+
+
+def _with_int8_record(card_path: Path, tmp_path: Path, **changes) -> Path:
+    d = tmp_path / "m"
+    shutil.copytree(card_path.parent, d)
+    card = json.loads((d / card_path.name).read_text())
+    rec = card["exports"]["litert-int8"]
+    for k, v in changes.items():
+        if v is None:
+            rec.pop(k, None)
+        else:
+            rec[k] = v
+    (d / card_path.name).write_text(json.dumps(card))
+    return d / card_path.name
+
+
+def test_auto_takes_int8_only_where_it_is_checked_precise_and_faster_here(int8_card_path, tiny_litert_card_path,
+                                                                         tmp_path):
+    from afiqa import runtime
+    from afiqa.predictor import load_card
+
+    here = runtime.processor()
+    fast = {here: {"int8_s": 0.01, "fp16_s": 0.02, "batch": 8, "threads": 2}}
+    good = dict(n_check=1000, max_score_diff=0.3, speed=fast)
+    cases = {  # changes to the record -> the runtime auto picks, and why not int8
+        "precise and faster here": (good, "litert-int8", None),
+        "slower here": (dict(good, speed={here: {"int8_s": 0.03, "fp16_s": 0.02, "batch": 8}}), "litert", "slower"),
+        "timed on another processor only": (dict(good, speed={"Other CPU [avx2]": fast[here]}), "litert",
+                                            "not timed on this processor"),
+        "too far from Keras": (dict(good, max_score_diff=0.8), "litert", "differs from Keras"),
+        "checked on too few photos": (dict(good, n_check=999), "litert", "differs from Keras"),
+    }
+    for name, (changes, want, why) in cases.items():
+        path = _with_int8_record(int8_card_path, tmp_path / name.replace(" ", "_"), **changes)
+        card, folder = load_card(path)
+        choice = runtime.choose("auto", card, weights_dir=folder)
+        assert choice.name == want, (name, choice)
+        problem = runtime.int8_problem(card)
+        assert (problem is None) if why is None else (why in problem), (name, problem)
+    # the export missing from disk: fp16, no error
+    path = _with_int8_record(int8_card_path, tmp_path / "missing", **good)
+    (path.parent / "afiqa-tiny-int8.tflite").unlink()
+    card, folder = load_card(path)
+    assert runtime.choose("auto", card, weights_dir=folder).name == "litert"
+    # no int8 record at all
+    card, folder = load_card(tiny_litert_card_path)
+    assert runtime.choose("auto", card, weights_dir=folder).name == "litert"
+    assert runtime.int8_problem(card) == "the model has no int8 export"
+
+
+def test_int8_asked_for_without_an_export_is_one_sentence(tiny_litert_card_path):
+    from afiqa import runtime
+    from afiqa.predictor import load_card
+
+    card, folder = load_card(tiny_litert_card_path)
+    with pytest.raises(runtime.RuntimeUnavailable, match="no int8 LiteRT export .*--precision int8 --calibrate"):
+        runtime.choose("litert-int8", card, weights_dir=folder)
+
+
+def test_int8_export_needs_calibration_photos(tiny_litert_card_path, tmp_path):
+    from afiqa.errors import AfiqaError
+    from afiqa.runtime.export import export
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_litert_card_path.parent, d)
+    with pytest.raises(AfiqaError, match="calibrated on real photos: pass some with --calibrate"):
+        export(d / tiny_litert_card_path.name, "litert", "int8", check=sorted(d.glob("check_*.png")))
+    assert not (d / "afiqa-tiny-int8.tflite").exists()

@@ -8,9 +8,13 @@ model's output (B,), MOS on [0, 1]. ``select`` picks one, once, and says why:
 * ``keras``: the Keras model built from the card's config and ``.weights.h5``. Needed for
   heat-maps (GradCAM), training, and models without an export; on a GPU when the Keras
   backend sees one (``pip install "afiqa[gpu]"`` on Linux).
+* ``litert-int8``: the model's calibrated int8 LiteRT export (``afiqa export --precision
+  int8``), when it has one.
 * ``auto``: the fastest available: Keras when TensorFlow can use a GPU, else LiteRT when
   ``ai-edge-litert`` is installed and the model has a LiteRT export that can be found,
-  else Keras.
+  else Keras. Of the LiteRT exports, the int8 one only where its card records that it
+  scored within the tolerance of Keras on at least ``INT8_MIN_CHECK`` photos and was
+  measured faster than the fp16 export on this processor (``processor()``); else fp16.
 """
 
 from __future__ import annotations
@@ -28,8 +32,12 @@ import numpy as np
 
 from afiqa.errors import AfiqaError, WeightsError
 
-RUNTIMES = ("auto", "litert", "keras")
+RUNTIMES = ("auto", "litert", "litert-int8", "keras")
 LITERT = "litert"  # the format name in a card's ``exports`` and ``afiqa export --format``
+LITERT_INT8 = "litert-int8"  # the card's record of the int8 export, and the runtime's name
+INT8_MIN_CHECK = 1000  # photos the int8 export must have been checked on (afiqa.runtime.export)
+INT8_TOLERANCE = 0.5  # its largest score difference to Keras, 0-100 scale
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm")
 TF_HINT = 'pip install "afiqa[tf]"'
 LITERT_HINT = "pip install ai-edge-litert"
 
@@ -124,7 +132,8 @@ class LiteRTRuntime:
 
     name = LITERT
 
-    def __init__(self, path: Path, image_size: int, threads: int | None = None):
+    def __init__(self, path: Path, image_size: int, threads: int | None = None, name: str = LITERT):
+        self.name = name
         if not has_litert():
             raise RuntimeUnavailable(f"The LiteRT runtime needs ai-edge-litert, which is not installed: {LITERT_HINT}.")
         from ai_edge_litert.interpreter import Interpreter
@@ -227,10 +236,51 @@ class Choice:
     path: Path | None = None
 
 
-def litert_export(card) -> dict | None:
-    """The card's LiteRT export record (file, sha256, precision, agreement), if it has one."""
-    rec = (card.exports or {}).get(LITERT)
+def litert_export(card, key: str = LITERT) -> dict | None:
+    """The card's LiteRT export record (file, sha256, precision, agreement), if it has one;
+    ``key`` ``litert-int8``: the int8 export's."""
+    rec = (card.exports or {}).get(key)
     return rec if rec and rec.get("file") else None
+
+
+def processor() -> str:
+    """This processor as int8 speed is recorded for it: its model name and the vector ISA
+    flags that decide int8 and float speed (Linux ``/proc/cpuinfo``; elsewhere the platform)."""
+    import platform
+
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not name:
+                    name = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+                if name and flags:
+                    break
+    except OSError:
+        pass
+    name = name or platform.processor() or platform.machine()
+    return f"{name} [{' '.join(f for f in ISA_FLAGS if f in flags)}]"
+
+
+def int8_problem(card, here: str | None = None) -> str | None:
+    """Why ``auto`` does not use the model's int8 export here, or None when it does."""
+    rec = litert_export(card, LITERT_INT8)
+    if rec is None:
+        return "the model has no int8 export"
+    if rec.get("n_check", 0) < INT8_MIN_CHECK or rec.get("max_score_diff", float("inf")) > INT8_TOLERANCE:
+        return (f"its int8 export differs from Keras by up to {rec.get('max_score_diff')} points on "
+                f"{rec.get('n_check')} photos (auto needs at most {INT8_TOLERANCE} on at least {INT8_MIN_CHECK})")
+    here = here or processor()
+    speed = (rec.get("speed") or {}).get(here)
+    if not speed:
+        return f"its int8 export was not timed on this processor ({here})"
+    if speed["int8_s"] >= speed["fp16_s"]:
+        return f"its int8 export was slower here ({speed['int8_s']:.3f} s against {speed['fp16_s']:.3f} s a batch)"
+    return None
 
 
 def choose(runtime: str, card, weights=None, weights_dir: Path | None = None, dry: bool = False) -> Choice:
@@ -251,12 +301,25 @@ def choose(runtime: str, card, weights=None, weights_dir: Path | None = None, dr
             raise RuntimeUnavailable(keras_missing_message("The Keras runtime"))
         why = "asked for" if runtime == "keras" else "a Keras weights file was given"
         return Choice("keras", why)
+    if runtime == LITERT_INT8:
+        problem = _litert_problem(card, own_tflite=False, key=LITERT_INT8)
+        if problem:
+            raise RuntimeUnavailable(f"The int8 LiteRT runtime cannot run model {card.name!r}: {problem}.")
+        path, _ = _find_litert(card, weights_dir, dry, strict=True, key=LITERT_INT8)
+        return Choice(LITERT_INT8, "asked for", path)
     if runtime == "auto" and has_keras() and gpu_likely():
         return Choice("keras", f"Keras ({_backend_package()}) can use the GPU here, which beats LiteRT on the CPU")
     problem = _litert_problem(card, own_tflite)
     if problem is None:
         path, problem = (Path(weights), None) if own_tflite else \
             _find_litert(card, weights_dir, dry, strict=runtime == LITERT)
+        if problem is None and runtime == "auto" and not own_tflite and int8_problem(card) is None:
+            int8_path, int8_missing = _find_litert(card, weights_dir, dry, strict=False, key=LITERT_INT8)
+            if int8_missing is None:
+                rec = litert_export(card, LITERT_INT8)
+                return Choice(LITERT_INT8, f"fastest here: the model's int8 LiteRT export, measured faster than fp16 "
+                                           f"on this processor and within {rec['max_score_diff']} of Keras on "
+                                           f"{rec['n_check']} photos", int8_path)
         if problem is None:
             rec = litert_export(card) or {}
             how = "a LiteRT file was given" if own_tflite else (
@@ -271,19 +334,22 @@ def choose(runtime: str, card, weights=None, weights_dir: Path | None = None, dr
     return Choice("keras", f"LiteRT cannot run it: {problem}")
 
 
-def _litert_problem(card, own_tflite: bool) -> str | None:
+def _litert_problem(card, own_tflite: bool, key: str = LITERT) -> str | None:
     if not has_litert():
         return f"ai-edge-litert is not installed ({LITERT_HINT})"
-    if not own_tflite and litert_export(card) is None:
-        return f"the model card has no LiteRT export (make one with: afiqa export --model {card.name} --format litert)"
+    if not own_tflite and litert_export(card, key) is None:
+        what, how = ("int8 LiteRT", "--precision int8 --calibrate PHOTOS") if key == LITERT_INT8 else \
+            ("LiteRT", "--format litert")
+        return f"the model card has no {what} export (make one with: afiqa export --model {card.name} {how})"
     return None
 
 
-def _find_litert(card, weights_dir: Path | None, dry: bool, strict: bool) -> tuple[Path | None, str | None]:
+def _find_litert(card, weights_dir: Path | None, dry: bool, strict: bool,
+                 key: str = LITERT) -> tuple[Path | None, str | None]:
     """(the verified export, None), or (None, why not); ``strict``: raise ``WeightsError`` instead."""
     from afiqa.runtime.weights import describe_file, resolve_file
 
-    rec = litert_export(card)
+    rec = litert_export(card, key)
     if dry:
         where = describe_file(card, rec["file"], weights_dir)  # local, cached, or "would download"
         return None, (where if "HF_HUB_OFFLINE is set" in where else None)
@@ -298,8 +364,8 @@ def _find_litert(card, weights_dir: Path | None, dry: bool, strict: bool) -> tup
 def select(runtime: str, card, weights=None, weights_dir: Path | None = None):
     """(the loaded runtime, the ``Choice`` that picked it)."""
     choice = choose(runtime, card, weights, weights_dir)
-    if choice.name == LITERT:
-        return LiteRTRuntime(choice.path, card.config.image_size), choice
+    if choice.name in (LITERT, LITERT_INT8):
+        return LiteRTRuntime(choice.path, card.config.image_size, name=choice.name), choice
     return load_keras(card, weights, weights_dir), choice
 
 

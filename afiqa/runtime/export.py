@@ -10,7 +10,13 @@ converted by TensorFlow's own converter (``tf.lite.TFLiteConverter.from_saved_mo
 * ``fp32``: the weights as they are;
 * ``fp16``: the weights stored as float16 (half the file; LiteRT computes in float32 on
   a CPU, so the speed is fp32's);
-* ``int8``: dynamic-range quantisation: int8 weights, activations quantised on the fly.
+* ``int8``: full-integer static quantisation, calibrated on real photos (``--calibrate``):
+  per-channel int8 weights and int8 activations in the backbones' convolutions, which
+  XNNPACK runs with its QS8 kernels (VNNI where the processor has it); the pooling,
+  attention and head (``INT8_FLOAT_OPS``) stay float32, because the standard deviation of
+  a map (E[x^2] - E[x]^2) loses everything in 8 bits. Recorded as ``exports.litert-int8``,
+  beside the fp16 export; ``runtime="auto"`` uses it only where it passes the check on at
+  least ``INT8_MIN_CHECK`` photos and was measured faster on the running processor.
 
 ``onnx`` (for runtimes afiqa does not run itself: ONNX Runtime, TensorRT, OpenVINO...):
 the model's inference pass, traced by ``tf.function``, converted by ``tf2onnx``
@@ -43,15 +49,23 @@ ONNX_OPSET = 17
 ONNX_HINT = 'pip install "afiqa[onnx]"'
 
 TOLERANCE = 0.5  # the largest score difference to Keras (0-100 scale) an export may show
+# Ops of the int8 export that stay float32: everything after the backbones' convolutions.
+INT8_FLOAT_OPS = ("MEAN", "SQUARE", "SQRT", "SUB", "SQUARED_DIFFERENCE", "MUL", "FULLY_CONNECTED", "CONCATENATION",
+                  "LOGISTIC", "AVERAGE_POOL_2D", "REDUCE_MAX", "EXPAND_DIMS", "MIRROR_PAD")
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
-def to_litert(model, precision: str = "fp16") -> bytes:
-    """The ``.tflite`` flatbuffer of a Keras model (input (None, S, S, 3) float32)."""
+def to_litert(model, precision: str = "fp16", calibration: Sequence = ()) -> bytes:
+    """The ``.tflite`` flatbuffer of a Keras model (input (None, S, S, 3) float32).
+
+    ``calibration``: photos (paths) whose activations set the int8 ranges (int8 only)."""
     import tensorflow as tf
 
     if precision not in PRECISIONS:
         raise AfiqaError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    if precision == "int8" and not calibration:
+        raise AfiqaError("An int8 export is calibrated on real photos: pass some with --calibrate PATH "
+                         "(a few hundred like the ones it will score).")
     with tempfile.TemporaryDirectory(prefix="afiqa-export-") as tmp:
         model.export(tmp, format="tf_saved_model", verbose=False)
         conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
@@ -59,10 +73,26 @@ def to_litert(model, precision: str = "fp16") -> bytes:
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
         if precision == "fp16":
             conv.target_spec.supported_types = [tf.float16]
-        return conv.convert()
+            return conv.convert()
+        if precision == "fp32":
+            return conv.convert()
+        size = int(model.input_shape[1])
+
+        def representative():
+            from afiqa.io.inputs import load_rgb, to_model_input
+
+            for p in calibration:
+                yield [to_model_input(load_rgb(p, min_size=size), size)[None].astype(np.float32)]
+
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(INT8_FLOAT_OPS))
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative,
+                                                             debug_options=options)
+        return debugger.get_nondebug_quantized_model()
 
 
-def to_onnx(model, precision: str = "fp32") -> bytes:
+def to_onnx(model, precision: str = "fp32", calibration: Sequence = ()) -> bytes:
     """The ONNX model (opset ``ONNX_OPSET``) of a Keras model's inference pass, input
     ``image`` (None, S, S, 3) float32 RGB 0..255, output the MOS on [0, 1]."""
     import logging
@@ -100,7 +130,7 @@ class ExportFormat:
     name: str
     suffix: str
     precisions: tuple[str, ...]
-    convert: Callable  # (keras model, precision) -> bytes
+    convert: Callable  # (keras model, precision, calibration photos) -> bytes
     runner: Callable  # (path, image size) -> an object with predict(x) -> (B,) MOS
     needs: tuple[tuple[str, str], ...]  # (module, how to install it)
     converter: Callable[[], str]  # what converted it, with versions
@@ -138,6 +168,12 @@ FORMATS: dict[str, ExportFormat] = {
 DEFAULT_PRECISION = {"litert": "fp16", "onnx": "fp32"}
 
 
+def record_key(fmt: str, precision: str) -> str:
+    """Where a card keeps an export's record: ``litert`` (fp16/fp32, the one auto uses),
+    ``litert-int8`` beside it, ``onnx``."""
+    return f"{fmt}-int8" if precision == "int8" else fmt
+
+
 def raw_scores(runtime, paths: Sequence, size: int, batch_size: int = 8) -> np.ndarray:
     """Model output (MOS on [0, 1]) of ``runtime`` for each photo, through the input policy."""
     from afiqa.io.inputs import load_rgb, to_model_input
@@ -160,6 +196,8 @@ def export(
     force: bool = False,
     record: bool = True,
     reference: np.ndarray | None = None,
+    calibrate: Sequence | None = None,
+    calibrate_name: str | None = None,
 ) -> dict:
     """Write the export, check it against Keras and (``record``) write it into the card.
 
@@ -185,7 +223,8 @@ def export(
             raise runtime.RuntimeUnavailable(f"The {fmt} export needs {module}, which is not installed: {hint}.")
     card, weights_dir = load_card(model)
     folder = Path(weights_dir or REPO_WEIGHTS_DIR)
-    target = Path(out) if out else folder / f"{card.name}{form.suffix}"
+    key = record_key(fmt, precision)
+    target = Path(out) if out else folder / f"{card.name}{'-int8' if key.endswith('-int8') else ''}{form.suffix}"
     if target.exists() and not force:
         raise AfiqaError(f"{target} already exists; pass --force to replace it, or --out another file.")
     if check is None:
@@ -195,7 +234,8 @@ def export(
         raise AfiqaError("No photos to check the export on; pass some with --check PATH.")
 
     keras_rt = runtime.load_keras(card, weights, weights_dir)
-    data = form.convert(keras_rt.model, precision)
+    calibrate = list(calibrate or [])
+    data = form.convert(keras_rt.model, precision, calibrate)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part")
     tmp.write_bytes(data)
@@ -222,9 +262,48 @@ def export(
         "tolerance": TOLERANCE,
         "converter": form.converter(),
     }
+    if calibrate:
+        rec["calibration_set"] = calibrate_name or f"{len(calibrate)} photos"
+        rec["n_calibration"] = len(calibrate)
+    if key == runtime.LITERT_INT8:
+        rec["speed"] = _speed_here(card, weights_dir, target, check, size, record)
     if record:
-        rec["card"] = str(record_in_card(card, model, weights_dir, fmt, rec))
+        rec["card"] = str(record_in_card(card, model, weights_dir, key, rec))
     return rec
+
+
+def time_forward(rt, x: np.ndarray, repeats: int = 3) -> float:
+    """Seconds of ``rt``'s forward pass on ``x``: the best of ``repeats`` after a warm-up."""
+    import time
+
+    rt.predict(x)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rt.predict(x)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _speed_here(card, weights_dir, int8_path: Path, check: Sequence, size: int, keep_old: bool) -> dict:
+    """The int8 export's speed record: what the card had, plus this processor's timing of a
+    batch of 8 check photos on int8 and on the fp16 export (when that can be found)."""
+    from afiqa import runtime
+    from afiqa.io.inputs import load_rgb, to_model_input
+
+    old = (runtime.litert_export(card, runtime.LITERT_INT8) or {}).get("speed", {}) if keep_old else {}
+    speed = dict(old)
+    if runtime.litert_export(card) is None:
+        return speed
+    path, missing = runtime._find_litert(card, weights_dir, dry=False, strict=False)
+    if missing:
+        return speed
+    x = np.stack([to_model_input(load_rgb(p, min_size=size), size) for p in list(check)[:8]]).astype(np.float32)
+    fp16 = runtime.LiteRTRuntime(path, size)
+    int8 = runtime.LiteRTRuntime(int8_path, size)
+    speed[runtime.processor()] = {"int8_s": round(time_forward(int8, x), 4), "fp16_s": round(time_forward(fp16, x), 4),
+                                  "batch": len(x), "threads": int8.threads}
+    return speed
 
 
 def record_in_card(card, model, weights_dir: Path | None, fmt: str, rec: dict) -> Path:
