@@ -352,6 +352,11 @@ def _info(args) -> int:
         if rec:
             print(f"    litert: {describe_file(card, rec['file'])}, {rec.get('precision')}, largest score difference "
                   f"to Keras {rec.get('max_score_diff')} on {rec.get('check_set')}")
+        rec8 = runtime.litert_export(card, runtime.LITERT_INT8)
+        if rec8:
+            why_not = runtime.int8_problem(card)
+            print(f"    litert-int8: {describe_file(card, rec8['file'])}; "
+                  f"{'auto uses it here' if why_not is None else 'auto does not use it: ' + why_not}")
     return 0
 
 
