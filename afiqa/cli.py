@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--heatmaps", metavar="DIR", help="write a GradCAM overlay PNG per image here")
     s.add_argument("--heatmap-size", type=heatmap_size, default=DISPLAY_SIDE, metavar="PX|full",
                    help=f"longest side of the heat-map PNGs (default {DISPLAY_SIDE}; full: the photo's own size)")
-    s.add_argument("--batch-size", type=positive_int, default=8, metavar="N")
+    s.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help="photos a forward pass (default: the runtime's best: 1 on LiteRT, 8 on Keras)")
     s.add_argument("--model", default=DEFAULT_MODEL, help="a model name from `afiqa info`, or a model card .json")
     s.add_argument("--weights", metavar="FILE", help="weights file to use instead of the resolved one")
     s.add_argument("--quiet", action="store_true", help="no table and no progress bar")

@@ -64,8 +64,9 @@ def load_card(model: str | os.PathLike | ModelCard) -> tuple[ModelCard, Path | N
 class Predictor:
     """A loaded model. Thread-compatible for scoring; load it once and reuse it.
 
-    ``runtime``: ``"auto"`` (the fastest available), ``"litert"`` or ``"keras"``
-    (``afiqa.runtime``); ``self.choice.reason`` says why. Heat-maps always run on Keras,
+    ``runtime``: ``"auto"`` (the fastest available), ``"litert"``, ``"litert-int8"`` or
+    ``"keras"`` (``afiqa.runtime``); ``self.choice.reason`` says why. ``batch_size``:
+    photos a forward pass (default: the runtime's best, 1 on LiteRT, 8 on Keras). Heat-maps always run on Keras,
     built on first use (or ahead, by ``warm(heatmaps=True)``).
     """
 
@@ -73,7 +74,7 @@ class Predictor:
         self,
         model: str | os.PathLike | ModelCard = DEFAULT_MODEL,
         weights: str | os.PathLike | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         workers: int = 2,
         runtime: str = "auto",
     ):
@@ -85,7 +86,7 @@ class Predictor:
         self._keras = self.runtime if self.runtime.name == "keras" else None
         self._keras_lock = threading.Lock()
         self.size = self.card.config.image_size
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = max(1, int(batch_size or self.runtime.batch))  # default: the runtime's own
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="afiqa-decode")
 
     @property

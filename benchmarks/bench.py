@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench [--model NAME|CARD.json] [--runtimes litert keras] [--random-weights]
                           [--n 32] [--batch-size 8] [--repeats 3] [--json OUT]
+                          [--onnx NAME.onnx] [--onnx-int8 NAME-int8.onnx]
 
 One run measures, on ``--n`` synthetic 1080x800 JPEG files written to a temporary
 folder, for each runtime (``afiqa.runtime``: LiteRT when the model has a LiteRT export,
@@ -22,6 +23,8 @@ and Keras), per image:
   pass per image at batch 16, both measured in this run (goal: at most 0.30). The int8
   runtime (``litert-int8``) is measured when the model has an int8 export
   (``afiqa export --precision int8 --calibrate PHOTOS``), else listed as left out.
+* with ``--onnx`` (and ``--onnx-int8``): the raw forward pass of ONNX Runtime and
+  OpenVINO on those files (``benchmarks.engines``), in the same rounds, as more columns.
 
 Timings are the median of ``--repeats`` runs after a warm-up run (``time.perf_counter``);
 the repeats go round all measurements in turn, so a busy machine slows all rows alike.
@@ -64,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="afiqa-bench-") as tmp:
             predictors, what, card_ref, skipped = _predictors(args, Path(tmp))
             files = make_photos(Path(tmp), args.n, PHOTO_SIZE)
-            report = run(predictors, files, batch_size=args.batch_size, repeats=args.repeats)
+            from benchmarks import engines as other
+
+            size = next(iter(predictors.values()))[0].size
+            extra, left_out = other.available(args.onnx, args.onnx_int8, size)
+            skipped.update(left_out)
+            report = run(predictors, files, batch_size=args.batch_size, repeats=args.repeats, engines=extra)
             runs = min(2, args.repeats)
             report["cli"] = {name: cli_times(card_ref, name, files, args.weights, runs) for name in predictors}
     except AfiqaError as e:
@@ -95,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=8, help="batch size of the batched runs (default 8)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed repeats; the median is reported (default 3)")
     p.add_argument("--json", metavar="OUT", help="also write the results here as JSON")
+    p.add_argument("--onnx", type=Path, metavar="FILE", help="the model's ONNX export: time ONNX Runtime and OpenVINO")
+    p.add_argument("--onnx-int8", type=Path, metavar="FILE", help="its static int8 copy (python -m benchmarks.engines "
+                   "quantize): time it too")
     return p
 
 
@@ -175,7 +186,8 @@ def make_photos(folder: Path, n: int, size: tuple[int, int] = PHOTO_SIZE) -> lis
     return files
 
 
-def run(predictors: dict, files: list[Path], batch_size: int = 8, repeats: int = 3) -> dict:
+def run(predictors: dict, files: list[Path], batch_size: int = 8, repeats: int = 3,
+        engines: dict | None = None) -> dict:
     """Every in-process measurement, per runtime: seconds per image for each row, the
     ratios, start-up, memory and the machine.
 
@@ -202,6 +214,9 @@ def run(predictors: dict, files: list[Path], batch_size: int = 8, repeats: int =
     ]
     for name, (p, _) in predictors.items():
         tasks += _runtime_tasks(name, p, files, k, b, x)
+    for name, fn in (engines or {}).items():  # raw forward passes only: not afiqa runtimes
+        tasks += [(name, f"raw_{bs}", "raw forward (runtime.predict)", bs, (lambda xb=xb, fn=fn: fn(xb)), bs)
+                  for bs, xb in x.items()]
 
     first, rss, times = {}, {}, {}
     old = {name: p.batch_size for name, (p, _) in predictors.items()}
@@ -243,6 +258,7 @@ def run(predictors: dict, files: list[Path], batch_size: int = 8, repeats: int =
         "rows": rows,
         "ratios": ratios,
         "startup_s": {rt: t for rt, (_, t) in predictors.items()},
+        "engines": list(engines or {}),
         "why": {rt: p.choice.reason for rt, (p, _) in predictors.items()},
         "peak_rss_mb": _peak_rss_mb(),
         "n": n,
@@ -383,7 +399,7 @@ def _machine(with_keras: bool) -> dict:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    rts = list(report["startup_s"])
+    rts = list(report["startup_s"]) + list(report.get("engines", []))
     lines = [
         f"afiqa speed: {report.get('model', '?')}; {report['n']} photos of {report['photo']}, "
         f"model input {report['input_size']} px; median of {report['repeats']}",
@@ -409,15 +425,18 @@ def markdown(report: dict) -> str:
     for key in order:
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells[key].get(rt, "") for rt in rts) + " |")
     cli = report.get("cli", {})
+    def each(fmt) -> str:
+        return " | ".join(fmt(rt) for rt in rts)
+
     lines.append("| start-up: Predictor(runtime=...), s | | "
-                 + " | ".join(f"{report['startup_s'][rt]:.2f}" for rt in rts) + " |")
+                 + each(lambda rt: f"{report['startup_s'][rt]:.2f}" if rt in report["startup_s"] else "") + " |")
     if cli:
         lines.append("| `afiqa score one.jpg`, fresh process, wall s | | "
-                     + " | ".join(f"{cli[rt]['one_photo_s']:.2f}" for rt in rts) + " |")
-        lines.append(f"| `afiqa score` on {report['n']} photos, per photo (start-up cancelled out) | "
-                     f"{report['batch_size']} | " + " | ".join(f"{cli[rt]['per_photo_s'] * 1e3:.1f}" for rt in rts) + " |")
+                     + each(lambda rt: f"{cli[rt]['one_photo_s']:.2f}" if rt in cli else "") + " |")
+        lines.append(f"| `afiqa score` on {report['n']} photos, per photo (start-up cancelled out) | runtime's | "
+                     + each(lambda rt: f"{cli[rt]['per_photo_s'] * 1e3:.1f}" if rt in cli else "") + " |")
         lines.append(f"| `afiqa score` on {report['n']} photos, peak memory MB | | "
-                     + " | ".join(f"{cli[rt]['peak_rss_mb']:.0f}" for rt in rts) + " |")
+                     + each(lambda rt: f"{cli[rt]['peak_rss_mb']:.0f}" if rt in cli else "") + " |")
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["ratios"].items()]
     for t in (report.get("target"), report.get("target_int8")):
@@ -426,8 +445,8 @@ def markdown(report: dict) -> str:
         verdict = ("not measured: start-up noise outweighed the photos' time; use more photos (--n)"
                    if t["ratio"] != t["ratio"] else "met" if t["ratio"] <= t["goal"] else "NOT met")
         lines += ["", f"target: {t.get('runtime', 'litert')} `afiqa score` per photo "
-                  f"{t['litert_cli_per_photo_s'] * 1e3:.1f} ms / Keras forward per image at batch {TARGET_BATCH} {t['keras_forward_batch_16_s'] * 1e3:.1f} ms = "
-                  f"{t['ratio']:.2f} (goal <= {t['goal']}: {verdict})"]
+                  f"{t['litert_cli_per_photo_s'] * 1e3:.1f} ms / Keras forward per image at batch {TARGET_BATCH} "
+                  f"{t['keras_forward_batch_16_s'] * 1e3:.1f} ms = {t['ratio']:.2f} (goal <= {t['goal']}: {verdict})"]
     lines += [f"peak resident memory of this process (every runtime loaded): {report['peak_rss_mb']:.0f} MB",
               "first call extra: what the first call took over a timed one (graph tracing, warm-up), "
               "in the order of the table"]

@@ -83,6 +83,8 @@ def both(tiny_litert_card_path):
 
 def test_auto_picks_litert_and_says_why(both):
     lite, keras_p = both
+    # each runtime's own batch: one photo at a time on LiteRT (as fast, far less memory), 8 on Keras
+    assert (lite.batch_size, keras_p.batch_size) == (1, 8)
     assert lite.runtime.name == "litert" and lite.choice.name == "litert"
     assert "fastest available" in lite.choice.reason and "fp32" in lite.choice.reason
     assert lite.weights_path.name == "afiqa-tiny.tflite"

@@ -37,8 +37,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def site(tiny_predictor):
-    """The app with small per-client caps, trusting one proxy; (url, demo)."""
+def site(tiny_predictor, tmp_path_factory):
+    """The app with small per-client caps, trusting one proxy; (url, demo). Its upload cache
+    is its own folder, so what another process uploads meanwhile is not counted as kept."""
+    saved_cache = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio_cache"))
     saved = {k: getattr(LIMITS, k) for k in ("trusted_proxies", "per_client", "per_session", "uploads_per_minute")}
     LIMITS.trusted_proxies, LIMITS.per_client, LIMITS.per_session, LIMITS.uploads_per_minute = 1, 4, 2, 12
     demo = page.build_demo(tiny_predictor)
@@ -50,6 +53,10 @@ def site(tiny_predictor):
         demo.close()
         for k, v in saved.items():
             setattr(LIMITS, k, v)
+        if saved_cache is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = saved_cache
 
 
 def who(name: str) -> dict:

@@ -76,7 +76,7 @@ def connect(address: str | None = None, num_cpus: int | None = None):
 class Scorer:
     """A Ray Data worker: the model loaded once, then ``__call__`` per batch of paths."""
 
-    def __init__(self, model=DEFAULT_MODEL, weights=None, batch_size: int = 8, base_dir: str = ".",
+    def __init__(self, model=DEFAULT_MODEL, weights=None, batch_size: int | None = None, base_dir: str = ".",
                  threads: int = 1):
         # before TensorFlow starts: one actor per CPU, each computing on its own threads
         os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
@@ -134,7 +134,7 @@ def _read_uri(uri: str) -> bytes:
         return fh.read()
 
 
-def score(source, *, model=DEFAULT_MODEL, weights=None, batch_size: int = 8, workers: int | None = None,
+def score(source, *, model=DEFAULT_MODEL, weights=None, batch_size: int | None = None, workers: int | None = None,
           cpus_per_worker: float = 1, rows_per_block: int = 256):
     """A lazy ``ray.data.Dataset`` of ``path, score, label, error`` rows for ``source``.
 
@@ -168,7 +168,7 @@ def score(source, *, model=DEFAULT_MODEL, weights=None, batch_size: int = 8, wor
         fn_constructor_kwargs=dict(model=card, weights=None if weights is None else os.fspath(weights),
                                    batch_size=batch_size, base_dir=os.getcwd(),
                                    threads=max(1, int(cpus_per_worker))),
-        batch_size=batch_size,
+        batch_size=batch_size or 8,  # rows a call; each worker's Predictor runs them at its runtime's batch
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker,
     )

@@ -1,7 +1,9 @@
 """What afiqa runs on: the runtime that computes scores, the Keras backend and its device.
 
 One seam: a runtime turns a batch of model inputs (B, S, S, 3), RGB 0..255, into the
-model's output (B,), MOS on [0, 1]. ``select`` picks one, once, and says why:
+model's output (B,), MOS on [0, 1], and says the batch it runs best at (``batch``: 1 for
+LiteRT, whose XNNPACK kernels gain nothing from batching while memory grows with it; 8
+for Keras). ``select`` picks one, once, and says why:
 
 * ``litert``: the model's LiteRT (``.tflite``) export run by ``ai-edge-litert``'s
   interpreter with XNNPACK on every core. Scores only; no TensorFlow needed.
@@ -85,6 +87,7 @@ class KerasRuntime:
     """The Keras model of a card with its trained weights; also what GradCAM needs."""
 
     name = "keras"
+    batch = 8  # TensorFlow's kernels gain from batching
 
     def __init__(self, card, weights_path: Path):
         if not has_keras():
@@ -131,6 +134,9 @@ class LiteRTRuntime:
     """
 
     name = LITERT
+    # XNNPACK runs a 512-px photo as fast alone as in a batch, and its arena grows with the
+    # batch (afiqa-v4: 280 MB peak at 1, 1.2 GB at 8), so one photo at a time.
+    batch = 1
 
     def __init__(self, path: Path, image_size: int, threads: int | None = None, name: str = LITERT):
         self.name = name
