@@ -99,6 +99,17 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="replace an existing output file")
     e.set_defaults(func=_export)
 
+    c = sub.add_parser("calibrate", help="fit afiqa's score to your own ratings; writes a model card",
+                       description="Fit a monotone map from afiqa's score to your own ratings (columns path,score, "
+                       "from 20 photos up) and write it as a model card usable as --model.")
+    c.add_argument("ratings", metavar="RATINGS.csv", help="columns path,score (any scale)")
+    c.add_argument("--images", metavar="DIR", help="folder the paths are relative to (default: the CSV's folder)")
+    c.add_argument("--out", required=True, metavar="CARD.json", help="the calibrated model card to write (a new file)")
+    c.add_argument("--model", default=DEFAULT_MODEL, help="the base model: a name or a model card .json")
+    c.add_argument("--lower-better", action="store_true", help="a lower rating means a better photo")
+    c.add_argument("--name", help="the calibrated model's name (default: the --out file's stem)")
+    c.set_defaults(func=_calibrate)
+
     i = sub.add_parser("info", help="version, runtime, backend, device, models and where their weights are")
     i.set_defaults(func=_info)
     return p
@@ -318,6 +329,25 @@ def _export(args) -> int:
         print(f"afiqa: the export differs from Keras by more than {rec['tolerance']}; "
               "try a higher --precision", file=sys.stderr)
         return 1
+    return 0
+
+
+def _calibrate(args) -> int:
+    from afiqa.calibration import calibrate
+
+    rep = calibrate(args.ratings, args.images, args.out, args.model, args.lower_better, args.name)
+    for row in rep["left_out"]:
+        where = f"line {row['line']}: " if row["line"] else ""
+        print(f"left out: {where}{_printable(row['path'])}: {_printable(row['why'])}", file=sys.stderr)
+    b = rep["before"]
+    print(f"{rep['n']} rated photos; {len(rep['left_out'])} left out")
+    print(f"before (afiqa's score stretched onto your range): SROCC {b['srocc']:.3f}  PLCC {b['plcc']:.3f}  "
+          f"RMSE {b['rmse']:.4g}")
+    for method, f in rep["maps"].items():
+        print(f"after, {method} map, 5-fold cross-validated: SROCC {f['srocc']:.3f}  PLCC {f['plcc']:.3f}  "
+              f"RMSE {f['rmse']:.4g}")
+    print(f"kept: {rep['chosen']} ({rep['why']}); head refit: {rep['head_refit']}")
+    print(f"wrote {args.out}: use it as --model {args.out}")
     return 0
 
 

@@ -53,12 +53,31 @@ def load_card(model: str | os.PathLike | ModelCard) -> tuple[ModelCard, Path | N
     p = Path(model)
     if p.suffix == ".json" or p.is_file():
         try:
-            return ModelCard.from_dict(json.loads(p.read_text())), p.parent
+            d = json.loads(p.read_text())
+            if "base" in d:  # a calibrated card (afiqa calibrate): the base model, mapped onto the user's scale
+                return _calibrated(d, p)
+            return ModelCard.from_dict(d), p.parent
         except FileNotFoundError:
             raise WeightsError(f"model card {p} does not exist") from None
         except (ValueError, KeyError, TypeError) as e:
             raise WeightsError(f"model card {p} is not a valid afiqa model card ({e})") from None
     return get_card(str(model)), None
+
+
+def _calibrated(d: dict, path: Path) -> tuple[ModelCard, Path | None]:
+    import dataclasses
+
+    base = str(d["base"])
+    if base.endswith(".json") and not Path(base).is_absolute():
+        base = str(path.parent / base)
+    if Path(base).resolve() == path.resolve():
+        raise ValueError("a calibrated card cannot be its own base")
+    card, folder = load_card(base)
+    cal = dict(d["calibration"])
+    cal.setdefault("base_range", list(card.score_range))
+    lo, hi = (float(v) for v in d["score_range"])
+    return dataclasses.replace(card, name=str(d.get("name", path.stem)), score_range=(lo, hi),
+                               higher_better=bool(d.get("higher_better", True)), calibration=cal), folder
 
 
 class Predictor:

@@ -37,6 +37,7 @@ def onnxruntime_engine(path: Path) -> Predict:
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = _threads()
+    opts.enable_cpu_mem_arena = False  # memory back after each call: a bench holds several engines
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: np.asarray(session.run(None, {name: np.asarray(x, np.float32)})[0]).reshape(-1)

@@ -37,15 +37,28 @@ class ModelCard:
     # Other formats of the same model, by format: {"litert": {"file", "sha256", "precision",
     # "max_score_diff", "check_set", "tolerance", ...}} (``afiqa export`` writes them).
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A user's own scale (``afiqa calibrate``): the base model's score (on ``base_range``)
+    # mapped through knots ``x`` -> ``y`` onto ``score_range``; empty for a plain model.
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def to_score(self, raw: float) -> float:
         """Model output (MOS on [0, 1]) -> the card's score range, clipped."""
+        if self.calibration:
+            from afiqa.calibration import apply_map
+
+            blo, bhi = self.calibration["base_range"]
+            lo, hi = self.score_range
+            base = min(max(blo + raw * (bhi - blo), blo), bhi)
+            return float(min(max(apply_map(self.calibration, [base])[0], lo), hi))
         lo, hi = self.score_range
         return float(min(max(lo + raw * (hi - lo), lo), hi))
 
     def label(self, score: float) -> str:
+        """The label of the quality ``score`` stands for: the best fifth of the range is the
+        last label, whichever way the scale runs (``higher_better``)."""
         lo, hi = self.score_range
-        k = int((score - lo) / (hi - lo) * len(self.labels))
+        frac = (score - lo) / (hi - lo) if hi > lo else 0.5
+        k = int((frac if self.higher_better else 1 - frac) * len(self.labels))
         return self.labels[min(max(k, 0), len(self.labels) - 1)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +76,7 @@ class ModelCard:
             "test_metrics": dict(self.test_metrics),
             "description": self.description,
             "exports": {k: dict(v) for k, v in self.exports.items()},
+            **({"calibration": dict(self.calibration)} if self.calibration else {}),
         }
 
     @classmethod
