@@ -225,7 +225,7 @@ def _check_sides(name: str, w: int, h: int) -> None:
 
 def _open_and_convert(fp, name: str, min_size: int) -> np.ndarray:
     try:
-        with Image.open(fp, formats=_formats()) as img:
+        with Image.open(fp, formats=_formats(heif=_iso_media(fp))) as img:
             w, h = img.size  # from the header: nothing is decoded yet
             _check_sides(name, w, h)
             if min_size and isinstance(img, JpegImageFile) and min(w, h) >= 2 * min_size:
@@ -254,14 +254,40 @@ def _open_and_convert(fp, name: str, min_size: int) -> np.ndarray:
 
 
 _OPENABLE: tuple[str, ...] | None = None
+_HEIF_TRIED = False
+# Pillow's plugins for FORMATS, imported one by one: Image.init() imports every plugin
+# Pillow has (45 ms), a third of a one-photo `afiqa score`'s start-up.
+_PLUGINS = ("JpegImagePlugin", "MpoImagePlugin", "PngImagePlugin", "GifImagePlugin", "BmpImagePlugin",
+            "TiffImagePlugin", "WebPImagePlugin", "AvifImagePlugin", "PpmImagePlugin")
 
 
-def _formats() -> tuple[str, ...]:
-    """``FORMATS`` that this Pillow build can open (AVIF needs a recent Pillow; HEIF
-    needs ``pillow-heif``, whose opener is registered here, on first use)."""
-    global _OPENABLE
+def _iso_media(fp) -> bool:
+    """Whether the data starts like an ISO media file (an ``ftyp`` box: HEIF, HEIC, AVIF)."""
+    try:
+        pos = fp.tell()
+        head = fp.read(12)
+        fp.seek(pos)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return head[4:8] == b"ftyp"
+
+
+def _formats(heif: bool = False) -> tuple[str, ...]:
+    """``FORMATS`` that this Pillow build can open (AVIF needs a recent Pillow; HEIF needs
+    ``pillow-heif``, whose opener is registered the first time an ISO media file comes,
+    as importing it takes 50 ms)."""
+    global _OPENABLE, _HEIF_TRIED
     if _OPENABLE is None:
-        Image.init()
+        import importlib
+
+        for plugin in _PLUGINS:
+            try:
+                importlib.import_module(f"PIL.{plugin}")
+            except ImportError:  # a Pillow without it (AVIF before 11.2): that format is refused
+                pass
+        _OPENABLE = tuple(f for f in FORMATS if f in Image.OPEN)
+    if heif and not _HEIF_TRIED:
+        _HEIF_TRIED = True
         if "HEIF" not in Image.OPEN:
             try:
                 from pillow_heif import register_heif_opener
