@@ -386,7 +386,8 @@ def _info(args) -> int:
         rec8 = runtime.litert_export(card, runtime.LITERT_INT8)
         if rec8:
             why_not = runtime.int8_problem(card)
-            print(f"    litert-int8: {describe_file(card, rec8['file'])}; "
+            where = "measured, not published" if rec8.get("published") is False else describe_file(card, rec8["file"])
+            print(f"    litert-int8: {where}; "
                   f"{'auto uses it here' if why_not is None else 'auto does not use it: ' + why_not}")
     return 0
 

@@ -348,6 +348,7 @@ def test_auto_takes_int8_only_where_it_is_checked_precise_and_faster_here(int8_c
                                             "not timed on this processor"),
         "too far from Keras": (dict(good, max_score_diff=0.8), "litert", "differs from Keras"),
         "checked on too few photos": (dict(good, n_check=999), "litert", "differs from Keras"),
+        "measured but not published": (dict(good, published=False), "litert", "not published"),
     }
     for name, (changes, want, why) in cases.items():
         path = _with_int8_record(int8_card_path, tmp_path / name.replace(" ", "_"), **changes)
@@ -374,6 +375,11 @@ def test_int8_asked_for_without_an_export_is_one_sentence(tiny_litert_card_path)
     card, folder = load_card(tiny_litert_card_path)
     with pytest.raises(runtime.RuntimeUnavailable, match="no int8 LiteRT export .*--precision int8 --calibrate"):
         runtime.choose("litert-int8", card, weights_dir=folder)
+    # the shipped model's int8 export was measured and not published: its card says so, auto keeps fp16
+    shipped = load_card("afiqa-v4")[0]
+    assert "differs from Keras by up to" in runtime.int8_problem(shipped)
+    with pytest.raises(runtime.RuntimeUnavailable, match="measured .*0.5-point check"):
+        runtime.choose("litert-int8", shipped)
 
 
 def test_int8_export_needs_calibration_photos(tiny_litert_card_path, tmp_path):

@@ -280,6 +280,8 @@ def int8_problem(card, here: str | None = None) -> str | None:
     if rec.get("n_check", 0) < INT8_MIN_CHECK or rec.get("max_score_diff", float("inf")) > INT8_TOLERANCE:
         return (f"its int8 export differs from Keras by up to {rec.get('max_score_diff')} points on "
                 f"{rec.get('n_check')} photos (auto needs at most {INT8_TOLERANCE} on at least {INT8_MIN_CHECK})")
+    if rec.get("published") is False:
+        return "its int8 export is not published"
     here = here or processor()
     speed = (rec.get("speed") or {}).get(here)
     if not speed:
@@ -343,7 +345,11 @@ def choose(runtime: str, card, weights=None, weights_dir: Path | None = None, dr
 def _litert_problem(card, own_tflite: bool, key: str = LITERT) -> str | None:
     if not has_litert():
         return f"ai-edge-litert is not installed ({LITERT_HINT})"
-    if not own_tflite and litert_export(card, key) is None:
+    rec = litert_export(card, key)
+    if not own_tflite and rec is not None and rec.get("published") is False:
+        return (f"its {key} export was measured ({rec.get('note', 'not published')}); make your own with: afiqa "
+                f"export --model {card.name} --precision int8 --calibrate PHOTOS")
+    if not own_tflite and rec is None:
         what, how = ("int8 LiteRT", "--precision int8 --calibrate PHOTOS") if key == LITERT_INT8 else \
             ("LiteRT", "--format litert")
         return f"the model card has no {what} export (make one with: afiqa export --model {card.name} {how})"
