@@ -98,3 +98,27 @@ def test_shipped_attention_follows_the_photo_not_a_fixed_position(shipped):
         assert np.mean(pairs) <= 0.6, (stream, pairs)
         mirror = [corr(m, np.asarray(r.attention[stream], np.float32)[:, ::-1]) for m, r in zip(maps, mirrored)]
         assert np.mean(mirror) >= 0.8, (stream, mirror)
+
+
+@pytest.mark.real_weights
+def test_shipped_score_holds_under_changes_nobody_sees(shipped):
+    """Issue 31's stability check on the example photos: mirror and a JPEG re-save at
+    quality 90 move no score more than 5 points, a downscale to 3/4 no more than 8
+    (``scripts/stability.py`` measures the same on BIQ2021's validation photos)."""
+    import importlib.util
+
+    from afiqa.io.inputs import load_rgb
+    from imagegen import jpeg_bytes
+
+    spec = importlib.util.spec_from_file_location("stability", ROOT / "scripts" / "stability.py")
+    stability = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stability)
+    photos = sorted((ROOT / "examples").glob("*.jpg"))
+    report = stability.measure(shipped, photos)
+    assert report["n"] == len(photos) >= 5
+    assert report["mirror"]["max_abs"] <= 5 and report["jpeg90"]["max_abs"] <= 5, report
+    assert report["downscale_0.75"]["max_abs"] <= 8, report
+    # and the check can fail: a copy that is not benign (JPEG quality 8) moves the score far more
+    base = [r.score for r in shipped.score_batch(photos[:3])]
+    worse = [r.score for r in shipped.score_batch([jpeg_bytes(load_rgb(p), 8) for p in photos[:3]])]
+    assert max(abs(a - b) for a, b in zip(worse, base)) > 5, (base, worse)
