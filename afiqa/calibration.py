@@ -52,7 +52,9 @@ def fit_map(x: np.ndarray, y: np.ndarray, method: str) -> dict:
     x, y = x[order], y[order]
     if method == "linear":
         slope, icpt = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(y.mean()))
-        slope = max(float(slope), 0.0)  # monotone: never a falling line
+        if slope < 0:  # monotone: never a falling line; the best flat one is the mean
+            slope, icpt = 0.0, float(y.mean())
+        slope = float(slope)
         lo, hi = float(x.min()), float(x.max())
         return {"method": method, "x": [lo, hi], "y": [icpt + slope * lo, icpt + slope * hi], "extend": True}
     if method == "isotonic":
@@ -143,6 +145,13 @@ def read_ratings(csv_path: str | os.PathLike, images: str | os.PathLike | None) 
     return Ratings(paths, np.array(scores, float), bad)
 
 
+def _base_of(card_path) -> str:
+    try:
+        return str(json.loads(Path(card_path).read_text()).get("base", "?"))
+    except (OSError, ValueError):
+        return "?"
+
+
 def _listing(bad: list, most: int = 20) -> str:
     rows = [f"{'line %d ' % ln if ln else ''}{p}: {why}" for ln, p, why in bad[:most]]
     return "; ".join(rows) + (f"; and {len(bad) - most} more" if len(bad) > most else "")
@@ -159,8 +168,10 @@ def calibrate(ratings_csv, images=None, out=None, model=None, lower_better: bool
 
     if out is not None and Path(out).exists():
         raise CalibrationError(f"{out} already exists; choose another --out (afiqa never writes over a file)")
-    ratings = read_ratings(ratings_csv, images)
     model = model or DEFAULT_MODEL
+    if load_card(model)[0].calibration:
+        raise CalibrationError(f"{model} is itself calibrated; calibrate its base model ({_base_of(model)}) instead")
+    ratings = read_ratings(ratings_csv, images)
     predictor = predictor or Predictor(model)
     results = predictor.score_batch(ratings.paths)
     bad = list(ratings.bad)

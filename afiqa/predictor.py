@@ -30,7 +30,7 @@ from afiqa.runtime.zoo import DEFAULT_MODEL, ModelCard, get_card
 @dataclass
 class ScoreResult:
     source: str  # a path, or a short description of an in-memory image
-    score: float | None = None  # on the card's range (0-100), higher is better
+    score: float | None = None  # on the card's range (0-100, higher is better, unless the card is calibrated)
     label: str = ""
     error: str = ""  # one sentence when the image could not be scored
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # signed GradCAM in [-1, 1], model resolution
@@ -73,6 +73,8 @@ def _calibrated(d: dict, path: Path) -> tuple[ModelCard, Path | None]:
     if Path(base).resolve() == path.resolve():
         raise ValueError("a calibrated card cannot be its own base")
     card, folder = load_card(base)
+    if card.calibration:
+        raise ValueError(f"its base {base} is itself calibrated; calibrate the base model instead")
     cal = dict(d["calibration"])
     cal.setdefault("base_range", list(card.score_range))
     lo, hi = (float(v) for v in d["score_range"])
@@ -106,6 +108,7 @@ class Predictor:
         self._keras_lock = threading.Lock()
         self.size = self.card.config.image_size
         self.batch_size = max(1, int(batch_size or self.runtime.batch))  # default: the runtime's own
+        self._batch_given = batch_size is not None
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="afiqa-decode")
 
     @property
@@ -173,9 +176,14 @@ class Predictor:
         """Results in input order, batch by batch; the next batch decodes while one runs."""
         pending: list = []
         batch: list = []
+        size = self.batch_size
+        if heatmaps and not self._batch_given:  # GradCAM runs on Keras: at Keras's batch unless told otherwise
+            from afiqa.runtime import KerasRuntime
+
+            size = max(size, KerasRuntime.batch)
         for src in images:
             batch.append(self._pool.submit(self._decode, _describe(src), src))
-            if len(batch) == self.batch_size:
+            if len(batch) == size:
                 if pending:
                     yield from self._run([f.result() for f in pending], heatmaps)
                 pending, batch = batch, []

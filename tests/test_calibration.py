@@ -43,6 +43,9 @@ def test_pure_maps_are_monotone_and_cross_validated_out_of_fold():
     iso = cross_validated(x, y, "isotonic")
     lin = cross_validated(x, y, "linear")
     assert np.sqrt(np.mean((iso - y) ** 2)) < np.sqrt(np.mean((lin - y) ** 2))  # the bend is found
+    # a falling trend gets the best flat line (the mean), never a falling one
+    flat = fit_map(np.array([0.0, 50, 100]), np.array([100.0, 95, 91]), "linear")
+    assert flat["y"] == pytest.approx([np.mean([100, 95, 91])] * 2)
     # out of fold: a point's prediction does not know its own value
     y2 = y.copy()
     y2[0] += 100
@@ -78,6 +81,12 @@ def test_calibrate_fits_the_users_scale_and_the_card_works_as_a_model(rated, tin
     # the CLI takes the card as --model
     assert main(["score", str(d / rows[0][0]), "--model", str(out)]) == 0
     assert f"{sharp.score:.2f}" in capsys.readouterr().out
+    # a calibrated card is not a base for another calibration, nor exported itself
+    again = tmp_path / "again.json"
+    assert main(["calibrate", str(ratings), "--images", str(d), "--out", str(again), "--model", str(out)]) == 2
+    assert "is itself calibrated" in capsys.readouterr().err and not again.exists()
+    assert main(["export", "--model", str(out), "--out", str(tmp_path / "x.tflite")]) == 2
+    assert "calibrated card; export its base model" in capsys.readouterr().err
 
 
 def test_bad_rows_are_reported_and_too_few_is_an_error(rated, tiny_card_path, tmp_path, capsys):

@@ -532,3 +532,24 @@ def test_heic_support_is_registered_lazily():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     assert out.strip() == "False"
+
+
+def test_the_first_heic_files_decode_on_every_thread_at_once(tmp_path, rgb):
+    """pillow-heif is registered when the first ISO media file comes; decode threads that
+    meet HEIC files together all wait for it (a fresh process, where it is not yet done)."""
+    import pillow_heif
+
+    for k in range(4):
+        pillow_heif.from_pillow(Image.fromarray(rgb)).save(tmp_path / f"{k}.heic", quality=90)
+    code = (
+        "import sys; from concurrent.futures import ThreadPoolExecutor; from afiqa.io.inputs import load_rgb\n"
+        f"paths = [r'{tmp_path}/%d.heic' % k for k in range(4)]\n"
+        "with ThreadPoolExecutor(4) as pool: shapes = list(pool.map(lambda p: load_rgb(p).shape, paths))\n"
+        "print(shapes)\n"
+    )
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count(str(rgb.shape)) == 4, r.stdout

@@ -257,7 +257,7 @@ def histogram(predictor: Predictor, scores: list[float]):
     ax = fig.add_subplot()
     ax.hist(scores, bins=np.linspace(lo, hi, 21), color="#5c7cfa", edgecolor="white")
     step = (hi - lo) / len(card.labels)
-    for i, name in enumerate(card.labels):
+    for i, name in enumerate(card.labels if card.higher_better else card.labels[::-1]):
         ax.axvline(lo + i * step, color="#adb5bd", lw=0.8)
         ax.text(lo + (i + 0.5) * step, 1.0, name, ha="center", va="bottom", fontsize=8,
                 transform=ax.get_xaxis_transform())
@@ -320,7 +320,8 @@ def how_to_read(predictor: Predictor) -> str:
     card = predictor.card
     lo, hi = card.score_range
     step = (hi - lo) / len(card.labels)
-    bands = ", ".join(f"**{name}** {lo + i * step:g}-{lo + (i + 1) * step:g}" for i, name in enumerate(card.labels))
+    names = card.labels if card.higher_better else card.labels[::-1]  # from the low end of the scale
+    bands = ", ".join(f"**{name}** {lo + i * step:g}-{lo + (i + 1) * step:g}" for i, name in enumerate(names))
     better = "higher is better" if card.higher_better else "lower is better"
     return (
         f"**How to read the score.** {lo:g} to {hi:g}, {better}: {bands}. "

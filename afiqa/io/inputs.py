@@ -39,6 +39,7 @@ import io
 import os
 import re
 import stat
+import threading
 import warnings
 from pathlib import Path
 from typing import Union
@@ -255,6 +256,7 @@ def _open_and_convert(fp, name: str, min_size: int) -> np.ndarray:
 
 _OPENABLE: tuple[str, ...] | None = None
 _HEIF_TRIED = False
+_HEIF_LOCK = threading.Lock()  # decode threads: the second waits for the opener, not past it
 # Pillow's plugins for FORMATS, imported one by one: Image.init() imports every plugin
 # Pillow has (45 ms), a third of a one-photo `afiqa score`'s start-up.
 _PLUGINS = ("JpegImagePlugin", "MpoImagePlugin", "PngImagePlugin", "GifImagePlugin", "BmpImagePlugin",
@@ -287,15 +289,17 @@ def _formats(heif: bool = False) -> tuple[str, ...]:
                 pass
         _OPENABLE = tuple(f for f in FORMATS if f in Image.OPEN)
     if heif and not _HEIF_TRIED:
-        _HEIF_TRIED = True
-        if "HEIF" not in Image.OPEN:
-            try:
-                from pillow_heif import register_heif_opener
-            except ImportError:  # HEIC/HEIF files are then refused as formats afiqa cannot read
-                pass
-            else:
-                register_heif_opener()
-        _OPENABLE = tuple(f for f in FORMATS if f in Image.OPEN)
+        with _HEIF_LOCK:
+            if not _HEIF_TRIED:
+                if "HEIF" not in Image.OPEN:
+                    try:
+                        from pillow_heif import register_heif_opener
+                    except ImportError:  # HEIC/HEIF files are then refused as formats afiqa cannot read
+                        pass
+                    else:
+                        register_heif_opener()
+                _OPENABLE = tuple(f for f in FORMATS if f in Image.OPEN)
+                _HEIF_TRIED = True
     return _OPENABLE
 
 

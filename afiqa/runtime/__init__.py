@@ -310,6 +310,9 @@ def choose(runtime: str, card, weights=None, weights_dir: Path | None = None, dr
         why = "asked for" if runtime == "keras" else "a Keras weights file was given"
         return Choice("keras", why)
     if runtime == LITERT_INT8:
+        if weights is not None:
+            raise RuntimeUnavailable(f"--runtime litert-int8 runs the card's int8 export; for your own file "
+                                     f"{weights} use --runtime litert (a .tflite) or keras (a .weights.h5).")
         problem = _litert_problem(card, own_tflite=False, key=LITERT_INT8)
         if problem:
             raise RuntimeUnavailable(f"The int8 LiteRT runtime cannot run model {card.name!r}: {problem}.")

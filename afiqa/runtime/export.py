@@ -202,7 +202,7 @@ def export(
     """Write the export, check it against Keras and (``record``) write it into the card.
 
     Returns the record: file, sha256, precision, bytes, check set, the largest and mean
-    score difference to Keras (0-100), the tolerance, and the converter. ``reference``:
+    score difference to Keras (on the card's scale, 0-100), the tolerance, and the converter. ``reference``:
     the Keras outputs for ``check``, when already known.
     """
     from afiqa import runtime
@@ -222,6 +222,10 @@ def export(
         if importlib.util.find_spec(module) is None:
             raise runtime.RuntimeUnavailable(f"The {fmt} export needs {module}, which is not installed: {hint}.")
     card, weights_dir = load_card(model)
+    if card.calibration:
+        raise AfiqaError(f"{model} is a calibrated card; export its base model (the map is applied to its scores)")
+    if calibrate and precision != "int8":
+        raise AfiqaError(f"--calibrate is for --precision int8 (a {precision} export uses no calibration photos)")
     folder = Path(weights_dir or REPO_WEIGHTS_DIR)
     key = record_key(fmt, precision)
     target = Path(out) if out else folder / f"{card.name}{'-int8' if key.endswith('-int8') else ''}{form.suffix}"
@@ -286,8 +290,9 @@ def time_forward(rt, x: np.ndarray, repeats: int = 3) -> float:
 
 
 def _speed_here(card, weights_dir, int8_path: Path, check: Sequence, size: int, keep_old: bool) -> dict:
-    """The int8 export's speed record: what the card had, plus this processor's timing of a
-    batch of 8 check photos on int8 and on the fp16 export (when that can be found)."""
+    """The int8 export's speed record: what the card had, plus this processor's timing of
+    int8 and the fp16 export (when that can be found) at the batch LiteRT scores at, on
+    check photos."""
     from afiqa import runtime
     from afiqa.io.inputs import load_rgb, to_model_input
 
@@ -298,7 +303,8 @@ def _speed_here(card, weights_dir, int8_path: Path, check: Sequence, size: int, 
     path, missing = runtime._find_litert(card, weights_dir, dry=False, strict=False)
     if missing:
         return speed
-    x = np.stack([to_model_input(load_rgb(p, min_size=size), size) for p in list(check)[:8]]).astype(np.float32)
+    batch = runtime.LiteRTRuntime.batch
+    x = np.stack([to_model_input(load_rgb(p, min_size=size), size) for p in list(check)[:batch]]).astype(np.float32)
     fp16 = runtime.LiteRTRuntime(path, size)
     int8 = runtime.LiteRTRuntime(int8_path, size)
     speed[runtime.processor()] = {"int8_s": round(time_forward(int8, x), 4), "fp16_s": round(time_forward(fp16, x), 4),
