@@ -215,7 +215,7 @@ def calibrate(ratings_csv, images=None, out=None, model=None, lower_better: bool
         "base": base_ref,
         "score_range": [lo_user, hi_user],
         "higher_better": not lower_better,
-        "calibration": {**m, "fitted_on": {"csv": str(ratings_csv), "n": len(x)}, "cross_validation": report},
+        "calibration": {**m, "fitted_on": {"csv": str(ratings_csv), "n": len(x)}, "cross_validation": dict(report)},
     }
     if out is not None:
         tmp = Path(out).with_name(f".{Path(out).name}.part")

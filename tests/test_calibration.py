@@ -30,6 +30,15 @@ def write_csv(path, rows, header="path,score"):
     return path
 
 
+def test_the_report_is_plain_data(rated, tiny_card_path, tmp_path):
+    from afiqa.calibration import calibrate
+
+    d, rows = rated
+    rep = calibrate(write_csv(tmp_path / "r.csv", rows), d, None, str(tiny_card_path))
+    json.dumps(rep)  # no reference cycle between the report and the card it holds
+    assert rep["card"]["calibration"]["cross_validation"]["n"] == 30
+
+
 def test_pure_maps_are_monotone_and_cross_validated_out_of_fold():
     from afiqa.calibration import apply_map, cross_validated, fit_map
 
