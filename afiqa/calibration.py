@@ -98,8 +98,7 @@ def cross_validated(x: np.ndarray, y: np.ndarray, method: str, k: int = 5) -> np
 def agreement(pred: np.ndarray, target: np.ndarray) -> dict:
     from afiqa import metrics
 
-    return {"srocc": round(metrics.srocc(pred, target), 4), "plcc": round(metrics.plcc(pred, target), 4),
-            "rmse": round(float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(target)) ** 2))), 4)}
+    return {k: round(getattr(metrics, k)(pred, target), 4) for k in ("srocc", "plcc", "rmse")}
 
 
 # -- reading the ratings -----------------------------------------------------------------------
@@ -145,13 +144,6 @@ def read_ratings(csv_path: str | os.PathLike, images: str | os.PathLike | None) 
     return Ratings(paths, np.array(scores, float), bad)
 
 
-def _base_of(card_path) -> str:
-    try:
-        return str(json.loads(Path(card_path).read_text()).get("base", "?"))
-    except (OSError, ValueError):
-        return "?"
-
-
 def _listing(bad: list, most: int = 20) -> str:
     rows = [f"{'line %d ' % ln if ln else ''}{p}: {why}" for ln, p, why in bad[:most]]
     return "; ".join(rows) + (f"; and {len(bad) - most} more" if len(bad) > most else "")
@@ -169,18 +161,18 @@ def calibrate(ratings_csv, images=None, out=None, model=None, lower_better: bool
     if out is not None and Path(out).exists():
         raise CalibrationError(f"{out} already exists; choose another --out (afiqa never writes over a file)")
     model = model or DEFAULT_MODEL
-    if load_card(model)[0].calibration:
-        raise CalibrationError(f"{model} is itself calibrated; calibrate its base model ({_base_of(model)}) instead")
+    base_card, _ = load_card(model)
+    if base_card.calibration:
+        raise CalibrationError(f"{model} is itself calibrated; calibrate its base model instead")
     ratings = read_ratings(ratings_csv, images)
     predictor = predictor or Predictor(model)
     results = predictor.score_batch(ratings.paths)
     bad = list(ratings.bad)
-    x, y, used = [], [], []
+    x, y = [], []
     for p, s, r in zip(ratings.paths, ratings.scores, results):
         if r.ok:
             x.append(r.score)
             y.append(s)
-            used.append(str(p))
         else:
             bad.append((0, str(p), r.error))
     x, y = np.array(x, float), np.array(y, float)
@@ -192,7 +184,6 @@ def calibrate(ratings_csv, images=None, out=None, model=None, lower_better: bool
     sign = -1.0 if lower_better else 1.0
     t = sign * y  # higher is better from here on: the maps are fitted non-decreasing in this
     lo_user, hi_user = float(y.min()), float(y.max())
-    base_card, _ = load_card(model)
     blo, bhi = base_card.score_range
     frac = (x - blo) / (bhi - blo)
     stretched = hi_user - frac * (hi_user - lo_user) if lower_better else lo_user + frac * (hi_user - lo_user)
@@ -202,7 +193,6 @@ def calibrate(ratings_csv, images=None, out=None, model=None, lower_better: bool
     m = fit_map(x, t, chosen)
     m["base_range"] = [blo, bhi]
     m["y"] = [sign * v for v in m["y"]]  # back onto the user's own numbers
-    m["sign"] = sign
     report = {
         "n": len(x), "left_out": [{"line": ln, "path": p, "why": why} for ln, p, why in bad],
         "before": before, "maps": maps, "chosen": chosen,

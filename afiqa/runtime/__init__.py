@@ -38,7 +38,7 @@ RUNTIMES = ("auto", "litert", "litert-int8", "keras")
 LITERT = "litert"  # the format name in a card's ``exports`` and ``afiqa export --format``
 LITERT_INT8 = "litert-int8"  # the card's record of the int8 export, and the runtime's name
 INT8_MIN_CHECK = 1000  # photos the int8 export must have been checked on (afiqa.runtime.export)
-INT8_TOLERANCE = 0.5  # its largest score difference to Keras, 0-100 scale
+TOLERANCE = 0.5  # the largest score difference to Keras (0-100 scale) an export may show (afiqa export checks it)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimddp", "i8mm")
 TF_HINT = 'pip install "afiqa[tf]"'
 LITERT_HINT = "pip install ai-edge-litert"
@@ -277,9 +277,9 @@ def int8_problem(card, here: str | None = None) -> str | None:
     rec = litert_export(card, LITERT_INT8)
     if rec is None:
         return "the model has no int8 export"
-    if rec.get("n_check", 0) < INT8_MIN_CHECK or rec.get("max_score_diff", float("inf")) > INT8_TOLERANCE:
+    if rec.get("n_check", 0) < INT8_MIN_CHECK or rec.get("max_score_diff", float("inf")) > TOLERANCE:
         return (f"its int8 export differs from Keras by up to {rec.get('max_score_diff')} points on "
-                f"{rec.get('n_check')} photos (auto needs at most {INT8_TOLERANCE} on at least {INT8_MIN_CHECK})")
+                f"{rec.get('n_check')} photos (auto needs at most {TOLERANCE} on at least {INT8_MIN_CHECK})")
     if rec.get("published") is False:
         return "its int8 export is not published"
     here = here or processor()

@@ -42,13 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from afiqa.errors import AfiqaError
+from afiqa.runtime import TOLERANCE
 from afiqa.runtime.zoo import DEFAULT_MODEL
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_OPSET = 17
 ONNX_HINT = 'pip install "afiqa[onnx]"'
 
-TOLERANCE = 0.5  # the largest score difference to Keras (0-100 scale) an export may show
 # Ops of the int8 export that stay float32: everything after the backbones' convolutions.
 INT8_FLOAT_OPS = ("MEAN", "SQUARE", "SQRT", "SUB", "SQUARED_DIFFERENCE", "MUL", "FULLY_CONNECTED", "CONCATENATION",
                   "LOGISTIC", "AVERAGE_POOL_2D", "REDUCE_MAX", "EXPAND_DIMS", "MIRROR_PAD")
