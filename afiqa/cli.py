@@ -183,7 +183,7 @@ def _score(args) -> int:
     failed, used_names = 0, {f.name for f in files if heat_dir and f.parent == heat_dir}
     show = not args.quiet
     if show:
-        print(f"{'score':>7}  {'label':<9}  path", flush=True)
+        print(f"{'score':>7}  {'± error':>7}  {'label':<9}  {'problem':<11}  path", flush=True)
     try:
         for path, r in zip(files, predictor.iter_scores(files, heatmaps=heat_dir is not None)):
             heat = ""
@@ -192,9 +192,10 @@ def _score(args) -> int:
             if not r.ok:
                 failed += 1
             if out:
-                out.row(path, r.score, r.label, r.error, heat)
+                out.row(path, r.score, r.label, r.error, heat, uncertainty=r.uncertainty, problem=r.problem)
             if show:
-                text = f"{r.score:7.2f}  {r.label:<9}  {path}" if r.ok else f"{'-':>7}  {'error':<9}  {r.error}"
+                text = (f"{r.score:7.2f}  {_or_dash(r.uncertainty):>7}  {r.label:<9}  {r.problem or '-':<11}  {path}"
+                        if r.ok else f"{'-':>7}  {'':>7}  {'error':<9}  {'':<11}  {r.error}")
                 (bar.write if bar else print)(_printable(text))
             if bar:
                 bar.update(1)
@@ -210,6 +211,12 @@ def _score(args) -> int:
     if failed:
         print(f"afiqa: {failed} of {len(files)} files could not be scored (see the error column)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _or_dash(value: float | None) -> str:
+    from afiqa.io.csvout import format_score
+
+    return format_score(value) or "-"
 
 
 def _printable(text: str) -> str:
@@ -256,7 +263,8 @@ def _looks_like_csv(path: Path) -> bool:
         return True
     try:
         with path.open("rb") as fh:
-            return fh.read(len(",".join(CSV_COLUMNS))) == ",".join(CSV_COLUMNS).encode()
+            head = ",".join(CSV_COLUMNS[:4])  # the first four columns, the same since the first release
+            return fh.read(len(head)) == head.encode()
     except OSError:
         return False
 
@@ -383,6 +391,8 @@ def _info(args) -> int:
         if rec:
             print(f"    litert: {describe_file(card, rec['file'])}, {rec.get('precision')}, largest score difference "
                   f"to Keras {rec.get('max_score_diff')} on {rec.get('check_set')}")
+        if card.side_heads.get("file"):
+            print(f"    side heads (problem, uncertainty): {describe_file(card, card.side_heads['file'])}")
         rec8 = runtime.litert_export(card, runtime.LITERT_INT8)
         if rec8:
             why_not = runtime.int8_problem(card)

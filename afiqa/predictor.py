@@ -33,6 +33,9 @@ class ScoreResult:
     score: float | None = None  # on the card's range (0-100, higher is better, unless the card is calibrated)
     label: str = ""
     error: str = ""  # one sentence when the image could not be scored
+    uncertainty: float | None = None  # the likely absolute error of ``score``, in its points (side heads)
+    problem: str = ""  # the main thing lowering the score: blur, noise, compression, exposure, contrast, colour, none
+    problems: dict[str, float] = field(default_factory=dict)  # each of those but none: a strength in [0, 1]
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # signed GradCAM in [-1, 1], model resolution
     attention: dict[str, np.ndarray] = field(default_factory=dict)  # spatial attention in [0, 1], likewise
     image: np.ndarray | None = None  # the decoded RGB the maps align with (heatmaps=True)
@@ -110,6 +113,7 @@ class Predictor:
         self.batch_size = max(1, int(batch_size or self.runtime.batch))  # default: the runtime's own
         self._batch_given = batch_size is not None
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="afiqa-decode")
+        self.side_heads, self.side_heads_missing = _load_side_heads(self.card, self._weights_dir, self.runtime)
 
     @property
     def weights_path(self) -> Path:
@@ -146,7 +150,7 @@ class Predictor:
         """Run the scoring runtime once so the first request is not slow; with ``heatmaps``,
         also build and run the Keras model for heat-maps (on a thread with ``background``)."""
         x = np.zeros((1, self.size, self.size, 3), np.float32)
-        self.runtime.predict(x)
+        self._side(x, heatmaps=False)  # the pass scoring runs: with the side heads' outputs where it has them
         if not heatmaps:
             return None
 
@@ -205,16 +209,31 @@ class Predictor:
         except Exception as e:  # never lose the batch to one odd file
             return name, None, None, f"{name}: could not read the image ({type(e).__name__}: {str(e)[:120]})"
 
+    def _side(self, x: np.ndarray, heatmaps: bool):
+        """(model outputs, side-head outputs or None) for a batch."""
+        from afiqa.runtime import Outputs
+
+        if self.side_heads is None:
+            return (None if heatmaps else Outputs(self.predict_raw(x))), None
+        rt = self.keras_runtime() if heatmaps else self.runtime
+        out = rt.forward(np.asarray(x, np.float32))
+        lo, hi = self.card.calibration.get("base_range", self.card.score_range) if self.card.calibration \
+            else self.card.score_range
+        return out, self.side_heads.apply(out, x, lo, hi)
+
     def _run(self, decoded, heatmaps: bool) -> Iterator[ScoreResult]:
+        from afiqa.model.sideheads import name_problem
+
         good = [d for d in decoded if d[3] == ""]
-        raws, expl = np.zeros(0), None
+        raws, expl, side = np.zeros(0), None, None
         if good:
             x = np.stack([d[2] for d in good])
+            out, side = self._side(x, heatmaps)
             if heatmaps:
                 expl = self.keras_runtime().explain(x)
                 raws = expl.scores
             else:
-                raws = self.predict_raw(x)
+                raws = out.score
         k = 0
         for name, rgb, _, err in decoded:
             if err:
@@ -222,12 +241,43 @@ class Predictor:
                 continue
             score = self.card.to_score(float(raws[k]))
             r = ScoreResult(name, score=score, label=self.card.label(score))
+            if side is not None:
+                r.uncertainty = self._points(float(raws[k]), side.uncertainty[k])
+                if side.problems is not None:
+                    r.problem, r.problems = name_problem(side.problems[k])
             if expl is not None:
                 r.image = rgb  # the maps stay at the model's resolution: afiqa.io.render draws them
                 r.heatmaps = {n: m[k] for n, m in expl.gradcam.items()}
                 r.attention = {n: m[k] for n, m in expl.attention.items()}
             k += 1
             yield r
+
+
+    def _points(self, raw: float, u_base: float) -> float | None:
+        """An uncertainty in base-model points as points of this card's scale (a calibrated
+        card's map can stretch or squeeze it): half the span the map gives raw +- u."""
+        lo, hi = self.card.calibration.get("base_range", self.card.score_range) if self.card.calibration \
+            else self.card.score_range
+        if not np.isfinite(u_base):
+            return None
+        du = float(u_base) / (hi - lo)
+        return round(abs(self.card.to_score(raw + du) - self.card.to_score(raw - du)) / 2, 2)
+
+
+def _load_side_heads(card: ModelCard, weights_dir: Path | None, runtime):
+    """(the card's side heads, None) or (None, why there are none here)."""
+    from afiqa.model.sideheads import SideHeads
+    from afiqa.runtime.weights import resolve_file
+
+    rec = getattr(card, "side_heads", None) or {}
+    if not rec.get("file"):
+        return None, f"model {card.name!r} has no side heads (problem, uncertainty)"
+    if not hasattr(runtime, "forward") or getattr(runtime, "gives_features", True) is False:
+        return None, f"the {runtime.name} runtime gives no fused features"
+    try:
+        return SideHeads.load(resolve_file(card, rec["file"], rec.get("sha256", ""), None, weights_dir)), None
+    except (WeightsError, OSError, ValueError, KeyError) as e:
+        return None, f"its side heads could not be loaded ({str(e)[:200]})"
 
 
 def _quietly(fn) -> None:

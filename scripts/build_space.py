@@ -90,6 +90,8 @@ def build(out: Path, model: str | None = None, weights_from: str = "lfs") -> lis
 
         src = resolve_weights(card, weights_dir=card_dir)  # verified against the card's sha256
         shutil.copy2(src, weights / card.weights_file)
+        if card.side_heads.get("file"):  # problem and uncertainty (afiqa.model.sideheads): small, plain git
+            shutil.copy2(src.parent / card.side_heads["file"], weights / card.side_heads["file"])
     (out / ".gitattributes").write_text(
         "# Weight files go to Git LFS: the Hub refuses plain-git files over 10 MB.\n"
         + "".join(f"{pat} filter=lfs diff=lfs merge=lfs -text\n" for pat in LFS_PATTERNS)

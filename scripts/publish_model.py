@@ -88,6 +88,8 @@ def build(stage: Path, model: str | None = None):
     shutil.copy2(weights, stage / card.weights_file)
     for tfl in sorted(weights.parent.glob(f"{card.name}*.tflite")):
         shutil.copy2(tfl, stage / tfl.name)
+    if card.side_heads.get("file"):  # problem and uncertainty (afiqa.model.sideheads)
+        shutil.copy2(weights.parent / card.side_heads["file"], stage / card.side_heads["file"])
     full = weights.parent / f"{card.name}.json"  # the full card (training, data, metrics) when there is one
     card_dict = json.loads(full.read_text()) if full.is_file() else card.to_dict()
     (stage / f"{card.name}.json").write_text(json.dumps(card_dict, indent=2) + "\n")

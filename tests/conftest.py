@@ -58,6 +58,8 @@ def tiny_card_path(tmp_path_factory, tiny_config) -> Path:
     d = tmp_path_factory.mktemp("tiny_model")
     weights = d / "afiqa-tiny.weights.h5"
     model.save_weights(weights)
+    heads = d / "afiqa-tiny.heads.npz"
+    side = tiny_side_heads(model, tiny_config, np.stack(x), np.array(y), heads)
     card = ModelCard(
         name="afiqa-tiny",
         config=tiny_config.replace(backbone_weights=None),
@@ -65,10 +67,49 @@ def tiny_card_path(tmp_path_factory, tiny_config) -> Path:
         sha256=sha256_of(weights),
         hub_repo="afiqa/afiqa-tiny",
         train_set="synthetic scenes (tests)",
+        side_heads={"file": heads.name, "sha256": sha256_of(heads), **side},
     )
     path = d / "afiqa-tiny.json"
     path.write_text(json.dumps(card.to_dict(), indent=2))
     return path
+
+
+TINY_PROBLEMS = {"blur": "blur", "noise": "noise", "compression": "jpeg", "exposure": "brighten",
+                 "contrast": "contrast", "colour": "desaturate"}  # a family: the kind its copies show
+
+
+def tiny_side_heads(model, config, x: np.ndarray, mos: np.ndarray, path: Path) -> dict:
+    """The tiny model's side heads (afiqa.model.sideheads), trained by train.sidehead's code:
+    ``problem`` on scenes it never scored, each untouched and with one kind of each family at
+    its strongest; ``uncertainty`` on the training images' out-of-fold errors. Returns its report."""
+    from afiqa.io.inputs import to_model_input
+    from afiqa.model.network import feature_view
+    from afiqa.model.sideheads import FAMILIES, SideHeads, photo_stats
+    from imagegen import scene
+    from train import distortions
+    from train.sidehead import CLASSES, fit_problem, fit_projection, fit_uncertainty
+
+    view = feature_view(model, config)
+    imgs, y, src = [], [], []
+    for seed in range(24):
+        img = to_model_input(scene(1000 + seed), TINY_SIZE).astype(np.uint8)
+        for fam in (None, *FAMILIES):
+            kind = TINY_PROBLEMS.get(fam)
+            imgs.append(img if kind is None else distortions.apply(img, kind, distortions.CATALOGUE[kind].ladder[-1], seed))
+            y.append(CLASSES.index(fam or "none"))
+            src.append(str(seed))
+    _, _, fused = view.predict(np.stack(imgs).astype(np.float32), verbose=0)
+    mean, scale, basis = fit_projection(fused, 16)
+    stats = photo_stats(np.stack(imgs))
+    s_mean, s_scale = stats.mean(axis=0), stats.std(axis=0) + 1e-6
+    pw, pb, problem = fit_problem(np.concatenate([((fused - mean) / scale) @ basis, (stats - s_mean) / s_scale], axis=1),
+                                  np.array(y), src, l2s=(1e-2,))
+    score, members, fused = view.predict(x, verbose=0)
+    group = np.arange(len(x)) // 3 % 3  # three groups of scenes, each scene's copies in one
+    uw, ub, unc = fit_uncertainty(((fused - mean) / scale) @ basis, 100 * members, 100 * score.reshape(-1),
+                                  100 * mos, group)
+    SideHeads.compose(mean, scale, basis, (pw, pb), (uw, ub), (s_mean, s_scale)).save(path)
+    return {"problem": problem, "uncertainty": unc}
 
 
 @pytest.fixture(scope="session")

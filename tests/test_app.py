@@ -32,6 +32,7 @@ import gradio as gr  # noqa: E402
 
 from afiqa.errors import ImageError  # noqa: E402
 from afiqa.io.csvout import format_score  # noqa: E402
+from afiqa.model.sideheads import FAMILIES  # noqa: E402
 from imagegen import blur, jpeg_bytes, scene  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +145,7 @@ def test_batch_scores_good_files_lists_bad_ones_and_writes_the_cli_csv(tiny_pred
     assert [r[0] for r in rows] == ["coffee.jpg", "truncated.jpg", "sharp.jpg", "notes.txt"]
     assert rows[0][1] is not None and rows[0][2] and rows[0][3] == ""
     assert rows[1][1] is None and "truncated" in rows[1][3] and str(photos["text"].parent) not in rows[1][3]
+    assert rows[0][4] > 0 and rows[0][5] in (*FAMILIES, "none") and rows[1][4] is None  # ± error, problem
     assert calls[-1] == 1.0 and len(calls) == 4
     assert "2 of 4" in summary and "2 could not" in summary
     good = [r[1] for r in rows if r[1] is not None]
@@ -210,7 +212,7 @@ def test_api_score_matches_the_cli(client, tiny_card_path, tmp_path):
     from gradio_client import handle_file
 
     photo = EXAMPLES / "coffee.jpg"
-    score, label, slider, attention = client.predict(handle_file(str(photo)), api_name="/score")
+    score, label, uncertainty, problem, slider, attention = client.predict(handle_file(str(photo)), api_name="/score")
     out = tmp_path / "cli.csv"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "afiqa", "score", str(photo), "--model", str(tiny_card_path),
@@ -219,6 +221,9 @@ def test_api_score_matches_the_cli(client, tiny_card_path, tmp_path):
     row = next(csv.DictReader(out.open(encoding="utf-8")))
     # the app and the CSV show a score the same way: 2 decimals
     assert format_score(score) == row["score"] and label == row["label"]
+    # the side heads: the score's likely error and what lowers it, as in the CSV
+    assert format_score(uncertainty) == row["uncertainty"] and float(row["uncertainty"]) > 0
+    assert problem == row["problem"] and problem in (*FAMILIES, "none")
     assert len(slider) == 2 and all(Path(f).is_file() for f in slider) and Path(attention).is_file()
     streamed = client.predict(handle_file(str(photo)), "stream_1", api_name="/score")
     assert streamed[0] == score
@@ -273,7 +278,7 @@ def test_api_batch_returns_table_and_csv(client, photos):
     table, csv_path, summary = client.predict(
         [handle_file(str(photos["sharp"])), handle_file(str(photos["truncated"]))], api_name="/batch")
     assert [r[0] for r in table["data"]] == ["sharp.jpg", "truncated.jpg"] and table["data"][1][3]
-    assert Path(csv_path).read_text(encoding="utf-8").splitlines()[0] == "path,score,label,error"
+    assert Path(csv_path).read_text(encoding="utf-8").splitlines()[0] == "path,score,label,error,uncertainty,problem"
     assert "1 of 2" in summary
 
 
@@ -577,8 +582,12 @@ def test_browser_each_tab_shows_its_new_parts(server, tiny_predictor, photos, ho
             page.locator("#afiqa-photo input[type=file]").set_input_files(str(photo))
             page.locator("#afiqa-card .afiqa-label").wait_for(timeout=120_000)
             shown = page.locator("#afiqa-card .afiqa-big").inner_text()
-            assert shown.split("/")[0].strip() == format_score(expected.score)
+            score_text, _, plus_minus = shown.split("/")[0].partition("±")
+            assert score_text.strip() == format_score(expected.score)
+            assert plus_minus.strip() == f"{expected.uncertainty:.0f}"  # "62.13 ± 7": the side heads' uncertainty
             assert page.locator("#afiqa-card .afiqa-label").inner_text().lower() == expected.label
+            said = page.locator("#afiqa-card .afiqa-problem").inner_text()
+            assert said == (f"— mostly {expected.problem}" if expected.problem != "none" else "— no clear problem")
             legend = page.locator("#afiqa-legend").inner_text()
             assert "lowers quality" in legend and "raises quality" in legend
             page.locator("#afiqa-slider img").first.wait_for(timeout=30_000)
@@ -624,9 +633,12 @@ def test_browser_each_tab_shows_its_new_parts(server, tiny_predictor, photos, ho
             import re
 
             text = table.inner_text()  # the rows as shown (the table draws them in its own order)
-            # every number the table draws (the file names and errors hold none), whatever its format
-            scores = [float(x) for x in re.findall(r"\b\d{1,3}(?:\.\d+)?\b", text)]
-            assert len(scores) == 4 and scores == sorted(scores, reverse=True), text
+            # every number the table draws (the file names and errors hold none), whatever its format:
+            # each scored row's score, then its uncertainty ("± error")
+            numbers = [float(x) for x in re.findall(r"\b\d{1,3}(?:\.\d+)?\b", text)]
+            scores = numbers[0::2]
+            assert len(numbers) == 8 and scores == sorted(scores, reverse=True), text
+            assert all(u > 0 for u in numbers[1::2]) and "± error" in text and "problem" in text, text
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / "app-batch.png"), full_page=True)
         finally:

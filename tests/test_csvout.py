@@ -42,13 +42,14 @@ def test_safe_path_keeps_the_same_file():
 def test_rows_are_written_through_a_rename(tmp_path):
     target = tmp_path / "scores.csv"
     with ScoreCsv(target, extra=("heatmap",)) as out:
-        out.row(Path("=x.jpg"), 71.23456, "good", "", "heat/=x.png")
+        out.row(Path("=x.jpg"), 71.23456, "good", "", "heat/=x.png", uncertainty=6.789, problem="blur")
         assert not target.exists()  # the rows are in a temporary file beside it until the end
         out.row("@bad.jpg", None, "", "@bad.jpg: the file is empty")
     rows = read(target)
     assert rows[0] == [*CSV_COLUMNS, "heatmap"]
-    assert rows[1] == [os.path.join(".", "=x.jpg"), "71.23", "good", "", "heat/=x.png"]
-    assert rows[2] == [os.path.join(".", "@bad.jpg"), "", "", "'@bad.jpg: the file is empty", ""]
+    assert rows[0][:6] == ["path", "score", "label", "error", "uncertainty", "problem"]  # the first four stay
+    assert rows[1] == [os.path.join(".", "=x.jpg"), "71.23", "good", "", "6.79", "blur", "heat/=x.png"]
+    assert rows[2] == [os.path.join(".", "@bad.jpg"), "", "", "'@bad.jpg: the file is empty", "", "", ""]
     assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
     umask = os.umask(0)
     os.umask(umask)
@@ -61,7 +62,7 @@ def test_ctrl_c_leaves_the_rows_so_far(tmp_path):
         with ScoreCsv(target) as out:
             out.row("a.jpg", 50.0, "fair", "")
             raise KeyboardInterrupt
-    assert read(target) == [list(CSV_COLUMNS), ["a.jpg", "50.00", "fair", ""]]
+    assert read(target) == [list(CSV_COLUMNS), ["a.jpg", "50.00", "fair", "", "", ""]]
     assert len(list(tmp_path.iterdir())) == 1
 
 

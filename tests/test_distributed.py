@@ -125,13 +125,15 @@ def test_cli_interrupted_run_resumes_and_writes_parquet_and_csv(cluster, photos,
     assert not parts.exists()
 
     table = pq.read_table(out)
-    assert table.column_names == ["path", "score", "label", "error"]
+    assert table.column_names == ["path", "score", "label", "error", "uncertainty", "problem"]
     assert table.num_rows == len(local_rows) == len(table.column("path").unique())
     assert_same_as_local({r["path"]: (r["score"], r["error"]) for r in table.to_pylist()}, local_rows)
     with out_csv.open(encoding="utf-8") as fh:
         csv_rows = list(csv.DictReader(fh))
     assert [r["path"] for r in csv_rows] == table.column("path").to_pylist()
     assert all(r["label"] and not r["error"] for r in csv_rows if r["score"])
+    # the side heads reach the Ray engine's rows: every scored row says its error and problem
+    assert all(float(r["uncertainty"]) > 0 and r["problem"] for r in csv_rows if r["score"])
 
     again = subprocess.run(list(map(str, cmd)), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 1 and f"{len(local_rows)} already scored, 0 to score" in again.stderr
@@ -201,16 +203,22 @@ def test_store_keeps_flushed_parts_ignores_broken_ones_and_round_trips_the_csv(t
     out = tmp_path / "s.csv"
     paths = ["=a.jpg", "b.jpg", "c.jpg"]
     store = ScoreStore([out], flush_rows=1)
-    store.add(pa.table({"path": ["=a.jpg"], "score": [51.25], "label": ["fair"], "error": [""]}, schema=schema()))
-    store.add(pa.table({"path": ["b.jpg"], "score": [None], "label": [""], "error": ["=b.jpg: bad"]}, schema=schema()))
+    store.add(pa.table({"path": ["=a.jpg"], "score": [51.25], "label": ["fair"], "error": [""], "uncertainty": [6.5],
+                        "problem": ["blur"]}, schema=schema()))
+    store.add(pa.table({"path": ["b.jpg"], "score": [None], "label": [""], "error": ["=b.jpg: bad"],
+                        "uncertainty": [None], "problem": [""]}, schema=schema()))
     (store.parts / "part-9.parquet").write_bytes(b"PAR1 half a file")  # a part cut short by a kill
     again = ScoreStore([out])
     assert again.todo(paths) == ["c.jpg"]
-    again.add(pa.table({"path": ["c.jpg"], "score": [12.0], "label": ["bad"], "error": [""]}, schema=schema()))
+    again.add(pa.table({"path": ["c.jpg"], "score": [12.0], "label": ["bad"], "error": [""], "uncertainty": [9.25],
+                        "problem": ["noise"]}, schema=schema()))
     assert again.finish(paths) == 1
-    assert out.read_text().splitlines() == ["path,score,label,error", "./=a.jpg,51.25,fair,",
-                                            "b.jpg,,,'=b.jpg: bad", "c.jpg,12.00,bad,"]
+    assert out.read_text().splitlines() == ["path,score,label,error,uncertainty,problem", "./=a.jpg,51.25,fair,,6.50,blur",
+                                            "b.jpg,,,'=b.jpg: bad,,", "c.jpg,12.00,bad,,9.25,noise"]
     assert not again.parts.exists()
     third = ScoreStore([out])  # a finished CSV is read back as what it says
     assert third.todo(paths + ["d.jpg"]) == ["d.jpg"]
-    assert third._rows["=a.jpg"] == (51.25, "fair", "") and third._rows["b.jpg"] == (None, "", "=b.jpg: bad")
+    assert third._rows["=a.jpg"] == (51.25, "fair", "", 6.5, "blur") and third._rows["b.jpg"] == (None, "", "=b.jpg: bad", None, "")
+    old = tmp_path / "old.csv"  # what afiqa wrote before the uncertainty and problem columns: still an earlier run
+    old.write_text("path,score,label,error\na.jpg,40.00,poor,\n")
+    assert ScoreStore([old])._rows["a.jpg"] == (40.0, "poor", "", None, "")

@@ -45,6 +45,8 @@ def test_only_the_default_model_ships_and_the_others_come_from_their_hub_repo():
         litert = card.exports["litert"]
         assert shipped["exports"]["litert"]["sha256"] == litert["sha256"], name
         assert sha256_of(REPO_WEIGHTS_DIR / litert["file"]) == litert["sha256"], name
+        heads = card.side_heads
+        assert shipped["side_heads"]["sha256"] == heads["sha256"] == sha256_of(REPO_WEIGHTS_DIR / heads["file"]), name
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +124,21 @@ def test_shipped_score_holds_under_changes_nobody_sees(shipped):
     base = [r.score for r in shipped.score_batch(photos[:3])]
     worse = [r.score for r in shipped.score_batch([jpeg_bytes(load_rgb(p), 8) for p in photos[:3]])]
     assert max(abs(a - b) for a, b in zip(worse, base)) > 5, (base, worse)
+
+
+@pytest.mark.real_weights
+def test_shipped_model_names_what_lowers_each_example_and_how_sure_it_is(shipped):
+    """Issue 30/31's side heads on the example photos (none of them trained on): each
+    distorted copy gets its family, the clean photo none, and every score an uncertainty;
+    the Keras runtime says the same as LiteRT."""
+    from afiqa.predictor import Predictor
+
+    names = ["coffee.jpg", "coffee_blur.jpg", "coffee_noise.jpg", "coffee_jpeg.jpg"]
+    want = ["none", "blur", "noise", "compression"]
+    got = shipped.score_batch([EXAMPLES / n for n in names])
+    assert [r.problem for r in got] == want, [(r.problem, r.problems) for r in got]
+    assert all(0 < r.uncertainty < 50 for r in got)
+    assert all(r.problems[p] >= 0.5 for r, p in zip(got[1:], want[1:]))
+    keras = Predictor(runtime="keras").score_batch([EXAMPLES / n for n in names])
+    assert [r.problem for r in keras] == want
+    assert all(abs(a.uncertainty - b.uncertainty) < 0.5 for a, b in zip(got, keras))

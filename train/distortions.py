@@ -159,6 +159,65 @@ def brighten(rgb: np.ndarray, gamma: float, seed: int = 0) -> np.ndarray:
     return rgb if gamma <= 1 else _u8(255.0 * (rgb / 255.0) ** (1.0 / float(gamma)))
 
 
+def resample_blur(rgb: np.ndarray, factor: float, seed: int = 0) -> np.ndarray:
+    """Down by ``factor`` (area) and back up (bilinear): the softness of an upscaled photo."""
+    if factor <= 1:
+        return rgb
+    h, w = rgb.shape[:2]
+    small = cv2.resize(rgb, (max(8, round(w / factor)), max(8, round(h / factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def shot_noise(rgb: np.ndarray, photons: float, seed: int = 0) -> np.ndarray:
+    """Poisson noise of a sensor that caught ``photons`` photons at full white (fewer: noisier)."""
+    if photons <= 0:
+        return rgb
+    rng = np.random.default_rng(seed)
+    return _u8(rng.poisson(rgb.astype(np.float64) / 255.0 * photons) / photons * 255.0)
+
+
+def webp(rgb: np.ndarray, quality: float, seed: int = 0) -> np.ndarray:
+    """WebP (lossy) at ``quality``: smoothing and blocks of another codec than JPEG."""
+    if quality >= 100:
+        return rgb
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "WEBP", quality=int(round(quality)))
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def colour_cast(rgb: np.ndarray, amount: float, seed: int = 0) -> np.ndarray:
+    """A white-balance error: the channels scaled towards a seeded tint by ``amount``."""
+    if amount <= 0:
+        return rgb
+    tint = np.random.default_rng(seed).dirichlet(np.ones(3)) * 3.0  # mean 1 per channel
+    return _u8(rgb * (1 + float(amount) * (tint - 1)))
+
+
+def chroma_bleed(rgb: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """The colour-difference channels (YCrCb) blurred: colours bleed over edges."""
+    if sigma <= 0:
+        return rgb
+    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    for c in (1, 2):
+        ycc[..., c] = cv2.GaussianBlur(ycc[..., c], (0, 0), float(sigma))
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+
+
+def underexpose(rgb: np.ndarray, stops: float, seed: int = 0) -> np.ndarray:
+    """Every value divided by ``stops`` (a linear exposure cut; 1: untouched)."""
+    return rgb if stops <= 1 else _u8(rgb / float(stops))
+
+
+def overexpose(rgb: np.ndarray, gain: float, seed: int = 0) -> np.ndarray:
+    """Every value multiplied by ``gain`` and clipped: highlights burn out."""
+    return rgb if gain <= 1 else _u8(rgb * float(gain))
+
+
+def haze(rgb: np.ndarray, amount: float, seed: int = 0) -> np.ndarray:
+    """A veil: blend towards a light grey by ``amount`` (contrast lost, blacks lifted)."""
+    return rgb if amount <= 0 else _u8((1 - amount) * rgb + amount * 225.0)
+
+
 def contrast(rgb: np.ndarray, amount: float, seed: int = 0) -> np.ndarray:
     """Contrast cut by ``amount`` (blend towards the mean grey; 1: flat)."""
     if amount <= 0:
@@ -266,6 +325,15 @@ CATALOGUE: dict[str, Kind] = {
     "darken": Kind(darken, (1, 1.4, 2, 3, 4.5)),
     "brighten": Kind(brighten, (1, 1.4, 2, 3, 4.5), (1.6, 2.2), (3.0, 4.5)),
     "contrast": Kind(contrast, (0, 0.2, 0.4, 0.6, 0.8), (0.3, 0.5), (0.65, 0.85)),
+    # for the problem head (train.problems) only: never in the score's training
+    "underexpose": Kind(underexpose, (1, 1.3, 1.8, 2.6, 4)),
+    "overexpose": Kind(overexpose, (1, 1.25, 1.6, 2.1, 2.8)),
+    "haze": Kind(haze, (0, 0.2, 0.35, 0.5, 0.7)),
+    "resample_blur": Kind(resample_blur, (1, 1.5, 2.5, 4, 6)),
+    "shot_noise": Kind(shot_noise, (0, 400, 150, 50, 15)),
+    "webp": Kind(webp, (100, 30, 15, 6, 1)),
+    "colour_cast": Kind(colour_cast, (0, 0.1, 0.2, 0.35, 0.5)),
+    "chroma_bleed": Kind(chroma_bleed, (0, 2, 4, 8, 14)),
     "posterize": Kind(posterize, (8, 5, 4, 3, 2), (3.5, 4.5), (2.0, 2.5)),
     "sharpen": Kind(sharpen, (0, 1, 2, 4, 8), (1.5, 3.0), (5.0, 9.0)),
     # spatial

@@ -64,6 +64,8 @@ def score_tab(predictor: Predictor, events: dict) -> None:
             # The API's values; the card above shows them (a Number cannot show "no score").
             score = gr.Number(label="score", precision=2, visible="hidden", elem_id="afiqa-score")
             label = gr.Textbox(label="label", visible="hidden", elem_id="afiqa-label")
+            uncertainty = gr.Number(label="uncertainty", precision=2, visible="hidden", elem_id="afiqa-uncertainty")
+            problem = gr.Textbox(label="problem", visible="hidden", elem_id="afiqa-problem")
             slider = gr.ImageSlider(label="Photo | heat-map: drag the handle", interactive=False,
                                     max_height=480, elem_id="afiqa-slider")
             legend = gr.HTML(legend_html("signed"), elem_id="afiqa-legend")
@@ -81,7 +83,7 @@ def score_tab(predictor: Predictor, events: dict) -> None:
             # the score comes now from the scoring runtime, the maps when they are ready.
             quick = score_file(predictor, image, keep=None)
             if quick.ok:
-                yield round(quick.score, 2), quick.label, None, None, key
+                yield round(quick.score, 2), quick.label, quick.uncertainty, quick.problem, None, None, key
         *out, result = score_image(predictor, image, stream, view, last)
         if result is not None and result is not last:
             key = STORE.put(result, _result_bytes([result]))
@@ -93,13 +95,14 @@ def score_tab(predictor: Predictor, events: dict) -> None:
             _gone()
         return (*render_maps(result, stream, view), legend_html(view))
 
-    def on_card(score, label):
-        return render_card(predictor, score, label)
+    def on_card(score, label, uncertainty=None, problem=""):
+        return render_card(predictor, score, label, uncertainty, problem)
 
-    outputs = [score, label, slider, attention, maps]
+    outputs = [score, label, uncertainty, problem, slider, attention, maps]
     scored = image.change(on_score, [image, stream, view, maps], outputs, api_name="score", **events)
-    score.change(on_card, [score, label], score_card, **QUIET)  # as soon as a score shows
-    scored.failure(lambda: (None, "", None, None, None, on_card(None, "")), None, [*outputs, score_card], **QUIET)
+    score.change(on_card, [score, label, uncertainty, problem], score_card, **QUIET)  # as soon as a score shows
+    scored.failure(lambda: (None, "", None, "", None, None, None, on_card(None, "")), None, [*outputs, score_card],
+                   **QUIET)
     for control in (stream, view):
         control.change(on_maps, [maps, stream, view], [slider, attention, legend], **QUIET)
 
@@ -188,8 +191,8 @@ def batch_tab(predictor: Predictor, events: dict) -> None:
             hist = gr.Plot(label="Scores", elem_id="afiqa-batch-hist")
             csv_file = gr.File(label="CSV", interactive=False)
         with gr.Column(scale=6):
-            table = gr.Dataframe(headers=BATCH_HEADERS, datatype=["str", "number", "str", "str"], label="Scores",
-                                 column_widths=["34%", "90px", "100px", "auto"], interactive=False, wrap=True,
+            table = gr.Dataframe(headers=BATCH_HEADERS, datatype=["str", "number", "str", "str", "number", "str"],
+                                 label="Scores", column_widths=["30%", "80px", "90px", "auto", "80px", "110px"], interactive=False, wrap=True,
                                  show_search="search", elem_id="afiqa-batch-table")
     thumbs = gr.Gallery(label="Thumbnails", columns=10, height="auto", object_fit="cover", fit_columns=False,
                         interactive=False, elem_id="afiqa-batch-thumbs")

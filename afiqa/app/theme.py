@@ -11,6 +11,8 @@ CSS = """
 .afiqa-big { font-size: 3.4rem; font-weight: 800; line-height: 1; color: var(--afiqa); }
 .afiqa-of { font-size: 1.2rem; font-weight: 500; opacity: 0.6; }
 .afiqa-label { font-size: 2rem; font-weight: 700; text-transform: capitalize; color: var(--afiqa); }
+.afiqa-problem { font-size: 1.1rem; font-weight: 500; text-transform: none; color: var(--body-text-color); }
+.afiqa-pm { font-size: 0.5em; font-weight: 500; }
 .afiqa-bar { grid-column: 1 / -1; height: 10px; margin-top: 0.8rem; border-radius: 5px;
     background: var(--neutral-200); overflow: hidden; }
 .afiqa-bar > div { height: 100%; background: var(--afiqa); }

@@ -30,7 +30,7 @@ STORE = ResultStore(LIMITS.store_mb * MB)
 
 
 RANKING_HEADERS = ["rank", "file", "score", "label", "vs best", "error"]
-BATCH_HEADERS = ["file", "score", "label", "error"]
+BATCH_HEADERS = ["file", "score", "label", "error", "± error", "problem"]  # the CSV's order
 
 
 def score_table(rows: list[list], headers: list[str]):
@@ -41,7 +41,8 @@ def score_table(rows: list[list], headers: list[str]):
     frame = pd.DataFrame([list(r) for r in rows], columns=headers)
     if frame.empty:
         return frame
-    return frame.style.format({"score": format_score, "rank": lambda k: "" if pd.isna(k) else f"{int(k)}"},
+    return frame.style.format({"score": format_score, "± error": format_score,
+                               "rank": lambda k: "" if pd.isna(k) else f"{int(k)}"},
                               na_rep="")
 
 
@@ -78,20 +79,22 @@ def score_file(predictor: Predictor, path: str, heatmaps: bool = False, keep: in
 
 def score_image(predictor: Predictor, image: str | None, stream: str = FUSED, view: str = "signed",
                 last: ScoreResult | None = None):
-    """/score: (score, label, (photo, heat-map), attention overlay, the result for the page).
+    """/score: (score, label, uncertainty, problem, (photo, heat-map), attention overlay, the
+    result for the page).
 
     ``last``: the page's previous result, reused when the same upload comes again (Gradio
     sends a change twice when an image replaces another). A file that cannot be scored
     raises ``gr.Error`` with afiqa's sentence: the page shows it, API clients get it.
     """
     if not image:
-        return None, "", None, None, None
+        return None, "", None, "", None, None, None
     result = last if same_upload(last, image) else score_file(predictor, image, heatmaps=True)
     if not result.ok:
         raise gr.Error(_short_names(result.error, image), title="This image cannot be scored",
                        print_exception=False)
     slider, attention = render_maps(result, stream, view)
-    return round(result.score, 2), result.label, slider, attention, result
+    return (round(result.score, 2), result.label, result.uncertainty, result.problem, slider, attention,
+            result)
 
 
 def same_upload(last: ScoreResult | None, image: str | None) -> bool:
@@ -215,8 +218,8 @@ def batch_scores(predictor: Predictor, files: list[str] | None, progress=None):
         name = Path(f).name
         r = score_file(predictor, f, heatmaps=False, keep=LIMITS.thumb_side)
         err = _short_names(r.error, f)
-        rows.append([name, r.score, r.label, err])
-        raw.append((name, r.score, r.label, err))
+        rows.append([name, r.score, r.label, err, r.uncertainty, r.problem])
+        raw.append((name, r.score, r.label, err, r.uncertainty, r.problem))
         if r.ok:
             thumbs.append((r.image, f"{format_score(r.score)} {r.label} · {name}"))
         if progress is not None:
@@ -225,13 +228,13 @@ def batch_scores(predictor: Predictor, files: list[str] | None, progress=None):
             yield [list(x) for x in rows], gr.skip(), f"Scoring: {k} of {len(files)} done.", gr.skip()
     csv_path = _write_csv(raw)
     nbytes = sum(t.nbytes for t, _ in thumbs) + 64 * len(raw)
-    key = STORE.put({"thumbs": thumbs, "scores": [s for _, s, _, _ in raw if s is not None]}, nbytes)
+    key = STORE.put({"thumbs": thumbs, "scores": [row[1] for row in raw if row[1] is not None]}, nbytes)
     yield rows, csv_path, summarise(raw, left_out), key
 
 
 def summarise(raw: list[tuple], left_out: int = 0) -> str:
-    """Count, mean, median, worst and best of (name, score, label, error) rows."""
-    scored = [(s, n) for n, s, _, _ in raw if s is not None]
+    """Count, mean, median, worst and best of (name, score, label, error, ...) rows."""
+    scored = [(row[1], row[0]) for row in raw if row[1] is not None]
     parts = [f"Scored {len(scored)} of {len(raw)} files."]
     if scored:
         values = [s for s, _ in scored]
@@ -302,16 +305,21 @@ def _captions() -> dict[str, str]:
         return {}
 
 
-def render_card(predictor: Predictor, score: float | None, label: str) -> str:
-    """The score card's HTML: the score big, its label, a bar; a hint while there is none."""
+def render_card(predictor: Predictor, score: float | None, label: str, uncertainty: float | None = None,
+                problem: str = "") -> str:
+    """The score card's HTML: the score big (± its uncertainty), its label (— mostly the
+    problem), a bar; a hint while there is none."""
     if not label:  # no result (the page sends a missing score as 0, so the label decides)
         return ('<div class="afiqa-card afiqa-empty"><div class="afiqa-big">–</div>'
                 "<div>Drop, paste or pick a photo to see its score.</div></div>")
     lo, hi = predictor.card.score_range
     pct = 100.0 * (float(score) - lo) / (hi - lo)
+    plus_minus = f'<span class="afiqa-pm"> ± {uncertainty:.0f}</span>' if uncertainty is not None else ""
+    mostly = f'<div class="afiqa-problem">— mostly {problem}</div>' if problem and problem != "none" else \
+        '<div class="afiqa-problem">— no clear problem</div>' if problem == "none" else ""
     return (
-        f'<div class="afiqa-card afiqa-{label}"><div class="afiqa-big">{format_score(score)}'
-        f'<span class="afiqa-of"> / {hi:g}</span></div><div class="afiqa-label">{label}</div>'
+        f'<div class="afiqa-card afiqa-{label}"><div class="afiqa-big">{format_score(score)}{plus_minus}'
+        f'<span class="afiqa-of"> / {hi:g}</span></div><div class="afiqa-label">{label}</div>{mostly}'
         f'<div class="afiqa-bar"><div style="width:{pct:.1f}%"></div></div></div>'
     )
 

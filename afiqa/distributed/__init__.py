@@ -96,16 +96,17 @@ class Scorer:
         shown = [str(p) for p in batch["path"]]
         items = list(self._io.map(self._source, shown))  # (source, name) or (None, error)
         results = iter(self.predictor.score_batch([src for src, _ in items if src is not None]))
-        rows = {"path": shown, "score": [], "label": [], "error": []}
+        rows = {"path": shown, "score": [], "label": [], "error": [], "uncertainty": [], "problem": []}
         for path, (src, name) in zip(shown, items):
             if src is None:
-                score, label, error = None, "", name
+                score, label, error, uncertainty, problem = None, "", name, None, ""
             else:
                 r = next(results)  # the error names what was read: name it by its listed path
-                score, label, error = r.score, r.label, path + r.error[len(name):] if r.error.startswith(name) else r.error
-            rows["score"].append(score)
-            rows["label"].append(label)
-            rows["error"].append(error)
+                error = path + r.error[len(name):] if r.error.startswith(name) else r.error
+                score, label, uncertainty, problem = r.score, r.label, r.uncertainty, r.problem
+            for key, value in zip(("score", "label", "error", "uncertainty", "problem"),
+                                  (score, label, error, uncertainty, problem)):
+                rows[key].append(value)
         return pa.table(rows, schema=schema())
 
     def _source(self, path: str):

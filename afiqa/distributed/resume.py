@@ -25,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from afiqa.io.csvout import CSV_COLUMNS, FORMULA_STARTS, ScoreCsv
+from afiqa.io.csvout import CSV_COLUMNS, FORMULA_STARTS, write_scores
 from afiqa.errors import AfiqaError
 
 PARTS_SUFFIX = ".afiqa-parts"
@@ -34,7 +34,11 @@ PARTS_SUFFIX = ".afiqa-parts"
 def schema():
     import pyarrow as pa
 
-    return pa.schema([("path", pa.string()), ("score", pa.float64()), ("label", pa.string()), ("error", pa.string())])
+    return pa.schema([("path", pa.string()), ("score", pa.float64()), ("label", pa.string()), ("error", pa.string()),
+                      ("uncertainty", pa.float64()), ("problem", pa.string())])
+
+
+OLD_COLUMNS = CSV_COLUMNS[:4]  # what afiqa wrote before uncertainty and problem: still read as an earlier run
 
 
 class ScoreStore:
@@ -51,7 +55,7 @@ class ScoreStore:
         self._buffer: list = []
         self._buffered = 0
         self._last_flush = float("-inf")  # the first rows are flushed as soon as they come
-        self._rows = self._read_existing()  # path -> (score, label, error)
+        self._rows = self._read_existing()  # path -> (score, label, error, uncertainty, problem)
 
     # -- reading ------------------------------------------------------------------------
     @property
@@ -79,7 +83,7 @@ class ScoreStore:
 
     # -- writing ------------------------------------------------------------------------
     def add(self, table) -> None:
-        """Rows of one scored batch (a pyarrow table with the four columns)."""
+        """Rows of one scored batch (a pyarrow table with the columns of ``CSV_COLUMNS``)."""
         table = table.select(list(CSV_COLUMNS)).cast(schema())
         _merge_rows(self._rows, table)
         self._buffer.append(table)
@@ -116,9 +120,7 @@ class ScoreStore:
             if t.suffix.lower() in (".parquet", ".pq"):
                 _write_parquet(t, rows)
             else:
-                with ScoreCsv(t) as out:
-                    for r in rows:
-                        out.row(*r)
+                write_scores(t, rows)
         shutil.rmtree(self.parts, ignore_errors=True)
         return sum(1 for r in rows if r[1] is None)
 
@@ -126,12 +128,12 @@ class ScoreStore:
 def _merge_rows(rows: dict, table) -> None:
     """Add ``table``'s rows to ``rows``; a row with a score replaces an error row, never the reverse."""
     cols = [table.column(c).to_pylist() for c in CSV_COLUMNS]
-    for path, score, label, error in zip(*cols):
+    for path, score, label, error, uncertainty, problem in zip(*cols):
         if path is None:
             continue
         old = rows.get(path)
         if old is None or (old[0] is None and score is not None):
-            rows[path] = (score, label or "", error or "")
+            rows[path] = (score, label or "", error or "", uncertainty, problem or "")
 
 
 def _check_target(t: Path) -> None:
@@ -156,22 +158,33 @@ def _read_target(t: Path, head: bool = False):
 
         with t.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
             reader = csv.reader(fh)
-            if tuple(next(reader, ())[: len(CSV_COLUMNS)]) != CSV_COLUMNS:
+            header = tuple(next(reader, ()))
+            if header[: len(CSV_COLUMNS)] != CSV_COLUMNS and header[: len(OLD_COLUMNS)] != OLD_COLUMNS:
                 raise not_ours
             if head:
                 return None
-            cols = list(zip(*(r[:4] for r in reader if len(r) >= 4))) or [(), (), (), ()]
+            n = len(CSV_COLUMNS) if header[: len(CSV_COLUMNS)] == CSV_COLUMNS else len(OLD_COLUMNS)
+            cols = list(zip(*(r[:n] for r in reader if len(r) >= n))) or [()] * n
+            cols += [[""] * len(cols[0])] * (len(CSV_COLUMNS) - n)
         return pa.table({
             "path": [_unsafe_path(p) for p in cols[0]],
             "score": [float(s) if s else None for s in cols[1]],
             "label": [_unsafe_cell(x) for x in cols[2]],
             "error": [_unsafe_cell(x) for x in cols[3]],
+            "uncertainty": [float(s) if s else None for s in cols[4]],
+            "problem": [_unsafe_cell(x) for x in cols[5]],
         }, schema=schema())
     import pyarrow.parquet as pq
 
-    if tuple(pq.read_schema(t).names[: len(CSV_COLUMNS)]) != CSV_COLUMNS:
+    names = tuple(pq.read_schema(t).names)
+    if names[: len(CSV_COLUMNS)] != CSV_COLUMNS and names[: len(OLD_COLUMNS)] != OLD_COLUMNS:
         raise not_ours
-    return None if head else pq.read_table(t, columns=list(CSV_COLUMNS)).cast(schema())
+    if head:
+        return None
+    table = pq.read_table(t, columns=[c for c in CSV_COLUMNS if c in names])
+    for c in CSV_COLUMNS[len(table.column_names):]:
+        table = table.append_column(c, pa.nulls(table.num_rows, schema().field(c).type))
+    return table.cast(schema())
 
 
 def _unsafe_cell(text: str) -> str:
@@ -189,7 +202,7 @@ def _write_parquet(target: Path, rows) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols = list(zip(*rows)) if rows else [(), (), (), ()]
+    cols = list(zip(*rows)) if rows else [()] * len(CSV_COLUMNS)
     table = pa.table(dict(zip(CSV_COLUMNS, map(list, cols))), schema=schema())
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
     try:

@@ -1,8 +1,11 @@
 """The scores CSV that the CLI (``--csv``) and the app's Batch download write.
 
-One format: the columns ``path,score,label,error`` (then any extra columns, e.g. the
-CLI's ``heatmap``); ``score`` with ``SCORE_DECIMALS`` (2) decimals, empty when the file could not be scored;
-``error`` a one-line reason, empty when it was.
+One format: the columns ``path,score,label,error,uncertainty,problem`` (then any extra
+columns, e.g. the CLI's ``heatmap``); ``score`` and ``uncertainty`` (the likely absolute
+error of the score, in its points) with ``SCORE_DECIMALS`` (2) decimals, empty when the
+file could not be scored (``uncertainty`` and ``problem`` also for a model without side
+heads); ``error`` a one-line reason, empty when it was; ``problem`` the main thing
+lowering the score (``afiqa.model.sideheads``).
 
 Spreadsheet formulas are neutralised. A cell that starts with ``=``, ``+``, ``-``,
 ``@``, a tab or a carriage return is run as a formula by Excel, LibreOffice and Google
@@ -25,7 +28,7 @@ from pathlib import Path
 
 from afiqa.errors import AfiqaError
 
-CSV_COLUMNS = ("path", "score", "label", "error")
+CSV_COLUMNS = ("path", "score", "label", "error", "uncertainty", "problem")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -39,7 +42,7 @@ SCORE_DECIMALS = 2  # one display of a score: 35.10, never 35.1 or 35.100
 def format_score(score: float | None) -> str:
     """A score as afiqa shows it everywhere (the CSV, the CLI, the app): ``SCORE_DECIMALS``
     decimals, trailing zeros kept; "" for no score."""
-    return "" if score is None else f"{float(score):.{SCORE_DECIMALS}f}"
+    return "" if score is None or score != score else f"{float(score):.{SCORE_DECIMALS}f}"  # NaN: no score
 
 
 def safe_cell(text) -> str:
@@ -65,7 +68,8 @@ def safe_path(path) -> str:
 class ScoreCsv:
     """Write score rows to ``target`` through a temporary file renamed into place.
 
-    ``with ScoreCsv("scores.csv", extra=("heatmap",)) as out: out.row(path, score, label, error, heat)``.
+    ``with ScoreCsv("scores.csv", extra=("heatmap",)) as out: out.row(path, score, label, error, heat,
+    uncertainty=7.1, problem="blur")``.
     On leaving the block normally or by ``KeyboardInterrupt`` the rows written so far
     become ``target``; on a write error the temporary file is removed, ``target`` is
     left as it was and ``OutputError`` says why in one sentence.
@@ -85,9 +89,11 @@ class ScoreCsv:
         self._writer = csv.writer(self._fh)
         self._guard(self._writer.writerow, self.columns)
 
-    def row(self, path, score: float | None, label: str | None, error: str | None, *extra) -> None:
-        """One file's row; ``extra`` cells follow ``error`` (paths, written with ``safe_path``)."""
-        cells = [safe_path(path), format_score(score), safe_cell(label), safe_cell(error)]
+    def row(self, path, score: float | None, label: str | None, error: str | None, *extra,
+            uncertainty: float | None = None, problem: str | None = "") -> None:
+        """One file's row; ``extra`` cells follow ``problem`` (paths, written with ``safe_path``)."""
+        cells = [safe_path(path), format_score(score), safe_cell(label), safe_cell(error),
+                 format_score(uncertainty), safe_cell(problem)]
         extra = (*extra, *[""] * (len(self.columns) - len(CSV_COLUMNS) - len(extra)))
         cells += [safe_path(x) if x else "" for x in extra]
         self._guard(self._writer.writerow, cells)
@@ -138,8 +144,9 @@ def _mode_for(target: Path) -> int:
 
 
 def write_scores(target: str | os.PathLike, rows, extra: tuple[str, ...] = ()) -> Path:
-    """Write ``rows`` of (path, score, label, error, *extra) to ``target`` at once."""
+    """Write ``rows`` of (path, score, label, error[, uncertainty, problem, *extra]) to ``target`` at once."""
     with ScoreCsv(target, extra) as out:
         for r in rows:
-            out.row(*r)
+            r = (*r, None, "")[:max(len(r), 6)]
+            out.row(*r[:4], *r[6:], uncertainty=r[4], problem=r[5])
     return out.target

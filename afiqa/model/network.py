@@ -158,6 +158,30 @@ def build_model(cfg: ModelConfig, backbone_weights: str | None | type(...) = ...
     return keras.Model(image, score, name="afiqa")
 
 
+FUSED_LAYER = "fusion_norm"  # the normalised fused features every member reads
+
+
+def feature_view(model: keras.Model, cfg: ModelConfig) -> keras.Model:
+    """The trained network with three outputs sharing its weights: the score (B, 1), every
+    member's score (B, K) and the normalised fused features (B, D) that the members read,
+    which the side heads (``afiqa.model.sideheads``) take as their input."""
+    import keras
+
+    head = model.get_layer(HEAD)
+    members = [head.get_layer(n).output for n in member_score_names(cfg)]
+    inner = keras.Model(head.inputs, [head.output, _concat(members), head.get_layer(FUSED_LAYER).output])
+    image = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+    outs = [_as_list(s(image)) for s in streams_of(model)]
+    score, member_scores, fused = inner([t for o in outs for t in o])
+    return keras.Model(image, [score, member_scores, fused], name="afiqa_features")
+
+
+def _concat(xs):
+    import keras
+
+    return xs[0] if len(xs) == 1 else keras.layers.Concatenate(name="member_scores")(xs)
+
+
 def streams_of(model: keras.Model) -> list[keras.Model]:
     out, i = [], 0
     while True:

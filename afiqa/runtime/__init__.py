@@ -1,9 +1,11 @@
 """What afiqa runs on: the runtime that computes scores, the Keras backend and its device.
 
 One seam: a runtime turns a batch of model inputs (B, S, S, 3), RGB 0..255, into the
-model's output (B,), MOS on [0, 1], and says the batch it runs best at (``batch``: 1 for
-LiteRT, whose XNNPACK kernels gain nothing from batching while memory grows with it; 8
-for Keras). ``select`` picks one, once, and says why:
+model's output (B,), MOS on [0, 1] (``predict``), or into ``Outputs``: that and, where it
+can, each head member's output and the fused features the side heads read (``forward``);
+it says the batch it runs best at (``batch``: 1 for LiteRT, whose XNNPACK kernels gain
+nothing from batching while memory grows with it; 8 for Keras). ``select`` picks one,
+once, and says why:
 
 * ``litert``: the model's LiteRT (``.tflite``) export run by ``ai-edge-litert``'s
   interpreter with XNNPACK on every core. Scores only; no TensorFlow needed.
@@ -83,6 +85,17 @@ def cpu_threads() -> int:
 
 
 # -- the runtimes ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outputs:
+    """One batch through a runtime: ``score`` (B,) MOS on [0, 1]; ``members`` (B, K) each head
+    member's, and ``fused`` (B, D) the fused features, or None where the runtime's file does
+    not give them (a LiteRT export made before they were exported, an int8 export)."""
+
+    score: np.ndarray
+    members: np.ndarray | None = None
+    fused: np.ndarray | None = None
+
+
 class KerasRuntime:
     """The Keras model of a card with its trained weights; also what GradCAM needs."""
 
@@ -104,16 +117,27 @@ class KerasRuntime:
                 f"({str(e).splitlines()[0][:160]}); delete it so it is fetched again, or pass the right file"
             ) from None
         self.size = card.config.image_size
-        self._forward = None  # the traced forward pass, made on first use
+        self.config = card.config
+        self._traced = {}  # the traced forward passes, made on first use
         self.explained = False
         self._lock = threading.Lock()
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        if self._forward is None:
+    def _fn(self, which: str):
+        if which not in self._traced:
             with self._lock:
-                if self._forward is None:
-                    self._forward = _forward_fn(self.model, self.size)
-        return np.asarray(self._forward(np.asarray(x, np.float32))).reshape(-1)
+                if which not in self._traced:
+                    from afiqa.model.network import feature_view
+
+                    model = self.model if which == "score" else feature_view(self.model, self.config)
+                    self._traced[which] = _forward_fn(model, self.size)
+        return self._traced[which]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn("score")(np.asarray(x, np.float32))).reshape(-1)
+
+    def forward(self, x: np.ndarray) -> Outputs:
+        score, members, fused = self._fn("features")(np.asarray(x, np.float32))
+        return Outputs(np.asarray(score).reshape(-1), np.asarray(members).reshape(len(x), -1), np.asarray(fused))
 
     def explain(self, x: np.ndarray):
         from afiqa.explain import explain
@@ -152,9 +176,11 @@ class LiteRTRuntime:
             raise WeightsError(f"{self.path} could not be loaded as a LiteRT model "
                                f"({str(e).splitlines()[0][:160]}); delete it or pass the right file") from None
         self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
+        self._outs = _output_roles(self._interp.get_output_details())
+        self._out = self._outs.get("score")
+        self.gives_features = "fused" in self._outs  # what the side heads read (afiqa.model.sideheads)
         want = [image_size, image_size, 3]
-        if list(self._in["shape"][1:]) != want or len(self._out["shape"]) != 2:
+        if list(self._in["shape"][1:]) != want or self._out is None:
             raise WeightsError(f"{self.path} takes inputs of shape {list(self._in['shape'])}, but the model card "
                                f"says (batch, {image_size}, {image_size}, 3): it belongs to another model")
         self._batch = int(self._in["shape"][0])
@@ -163,6 +189,9 @@ class LiteRTRuntime:
         self._lock = threading.Lock()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x, roles=("score",)).score
+
+    def forward(self, x: np.ndarray, roles=("score", "members", "fused")) -> Outputs:
         x = np.ascontiguousarray(x, np.float32)
         with self._lock:
             if x.shape[0] != self._batch:
@@ -171,10 +200,25 @@ class LiteRTRuntime:
                 self._batch = x.shape[0]
             self._interp.set_tensor(self._in["index"], x)
             self._interp.invoke()
-            return np.array(self._interp.get_tensor(self._out["index"])).reshape(-1)
+            got = {r: np.array(self._interp.get_tensor(self._outs[r]["index"])).reshape(len(x), -1)
+                   for r in roles if r in self._outs}
+        return Outputs(got["score"].reshape(-1), got.get("members"), got.get("fused"))
 
     def describe(self) -> str:
         return f"LiteRT (ai-edge-litert, XNNPACK, {self.threads} threads), {self.path}"
+
+
+def _output_roles(details: list[dict]) -> dict[str, dict]:
+    """Which output of a ``.tflite`` is the score (B, 1), the members' scores (B, K <= 16) and
+    the fused features (B, D > 16), told by shape: a converter may reorder a model's outputs."""
+    roles = {}
+    for d in sorted(details, key=lambda d: d["index"]):
+        shape = list(d["shape"])
+        if len(shape) != 2:
+            continue
+        role = "score" if shape[1] == 1 and "score" not in roles else "members" if shape[1] <= 16 else "fused"
+        roles.setdefault(role, d)
+    return roles
 
 
 LITERT_BANNER = "Created TensorFlow Lite XNNPACK delegate for CPU."
@@ -229,7 +273,12 @@ def _forward_fn(model, size: int):
 
     spec = tf.TensorSpec([None, size, size, 3], tf.float32)
     fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    return lambda x: fn(tf.convert_to_tensor(x)).numpy()
+
+    def run(x):
+        out = fn(tf.convert_to_tensor(x))
+        return [o.numpy() for o in out] if isinstance(out, (list, tuple)) else out.numpy()
+
+    return run
 
 
 # -- choosing one ---------------------------------------------------------------------------

@@ -134,6 +134,15 @@ class ExportFormat:
     runner: Callable  # (path, image size) -> an object with predict(x) -> (B,) MOS
     needs: tuple[tuple[str, str], ...]  # (module, how to install it)
     converter: Callable[[], str]  # what converted it, with versions
+    graph: Callable = lambda model, config, precision: model  # what is converted: the scoring model
+
+
+def _litert_graph(model, config, precision: str):
+    """A float LiteRT export also gives each member's score and the fused features (for the
+    side heads: ``afiqa.model.sideheads``); an int8 one the score alone."""
+    from afiqa.model.network import feature_view
+
+    return model if precision == "int8" else feature_view(model, config)
 
 
 def _litert_runner(path: Path, image_size: int):
@@ -159,7 +168,7 @@ def _tf_converter() -> str:
 
 FORMATS: dict[str, ExportFormat] = {
     "litert": ExportFormat("litert", ".tflite", PRECISIONS, to_litert, _litert_runner,
-                           (("ai_edge_litert", "pip install ai-edge-litert"),), _tf_converter),
+                           (("ai_edge_litert", "pip install ai-edge-litert"),), _tf_converter, _litert_graph),
     "onnx": ExportFormat("onnx", ".onnx", ("fp32",), to_onnx, OnnxRunner,
                          (("tf2onnx", ONNX_HINT), ("onnxruntime", ONNX_HINT)),
                          lambda: f"tf2onnx {_version('tf2onnx')}, opset {ONNX_OPSET}; checked with onnxruntime "
@@ -239,7 +248,7 @@ def export(
 
     keras_rt = runtime.load_keras(card, weights, weights_dir)
     calibrate = list(calibrate or [])
-    data = form.convert(keras_rt.model, precision, calibrate)
+    data = form.convert(form.graph(keras_rt.model, card.config, precision), precision, calibrate)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.part")
     tmp.write_bytes(data)

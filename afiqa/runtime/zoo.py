@@ -40,6 +40,9 @@ class ModelCard:
     # A user's own scale (``afiqa calibrate``): the base model's score (on ``base_range``)
     # mapped through knots ``x`` -> ``y`` onto ``score_range``; empty for a plain model.
     calibration: dict[str, Any] = field(default_factory=dict)
+    # The side heads (afiqa.model.sideheads: problem, uncertainty): {"file", "sha256", and
+    # how they were trained and measured}; empty for a model without them.
+    side_heads: dict[str, Any] = field(default_factory=dict)
 
     def to_score(self, raw: float) -> float:
         """Model output (MOS on [0, 1]) -> the card's score range, clipped."""
@@ -77,6 +80,7 @@ class ModelCard:
             "description": self.description,
             "exports": {k: dict(v) for k, v in self.exports.items()},
             **({"calibration": dict(self.calibration)} if self.calibration else {}),
+            **({"side_heads": dict(self.side_heads)} if self.side_heads else {}),
         }
 
     @classmethod
@@ -269,13 +273,13 @@ register(
         exports={  # as recorded in weights/afiqa-v4.json (afiqa export)
             "litert": {
                 "file": "afiqa-v4.tflite",
-                "sha256": "1550c994a96e73fbe63dd6a5993a931eaa61a7e934359b1b24eaac5de95d6d20",
+                "sha256": "7aafd50fdcb8a2cbf80f51c7ba66e144edd6e14fa2205cde1d4e2bc2915429c9",
                 "precision": "fp16",
-                "bytes": 19356836,
+                "bytes": 19558532,
                 "check_set": "BIQ2021 validation part: 100 of its 1,000 photos, evenly spaced",
                 "n_check": 100,
-                "max_score_diff": 0.0716,
-                "mean_score_diff": 0.0128,
+                "max_score_diff": 0.0598,
+                "mean_score_diff": 0.0131,
                 "tolerance": 0.5,
                 "converter": "tensorflow 2.21.0 TFLiteConverter.from_saved_model"
             },
@@ -303,6 +307,11 @@ register(
                 },
                 "note": "fails the 0.5-point check, so it is neither shipped nor published; auto keeps fp16"
             },
+        },
+        side_heads={  # problem and uncertainty (afiqa.model.sideheads); weights/afiqa-v4.json has the full record
+            "file": "afiqa-v4.heads.npz",
+            "sha256": "cda2e3b0623e6525ab28a56c2bacbe794913f2ffa3fe4a62505e9ebe9cc8ee5c",
+            "bytes": 1432622,
         },
     )
 )
