@@ -10,8 +10,15 @@ from afiqa's score (0-100) to the user's scale is fitted:
 * ``isotonic``: any non-decreasing curve (pool-adjacent-violators, then straight lines
   between the pooled blocks), for a scale that bends;
 
-and the one with the lower cross-validated error (k-fold over the user's photos, each
-photo predicted by a map fitted without it) is kept. Before/after figures are measured
+and, from ``REFIT_MIN`` (200) rated photos up, on a model whose runtime gives its fused
+features (afiqa-v4's LiteRT export and Keras model do):
+
+* ``refit``: a new regression head, a ridge regression from the fused features (the
+  numbers the model's own head reads) straight to the user's scale, its L2 strength
+  chosen by leave-one-out inside each fold. It can reorder photos, which no map can.
+
+The candidate with the lowest cross-validated error (k-fold over the user's photos, each
+photo predicted by a fit made without it) is kept, and the report says why. Before/after figures are measured
 the same way, never on the photos a map was fitted on: "before" is afiqa's own score
 stretched onto the user's range, "after" the cross-validated map. Correlations are signed
 so that higher always means agreement.
@@ -20,7 +27,7 @@ The result is a model card (``calibration`` + ``base``) usable wherever a model 
 ``--model my-model.json``, ``Predictor("my-model.json")``, ``python app.py --model
 my-model.json``. Its scores are on the user's scale; labels follow the quality the score
 stands for (the best fifth of the range is "excellent", whichever way the scale runs).
-Refitting the regression head on the user's photos is not done: the map alone is fitted.
+A refitted head is written beside the card (``NAME.head.npz``, its sha256 in the card).
 """
 
 from __future__ import annotations
@@ -36,7 +43,10 @@ import numpy as np
 from afiqa.errors import AfiqaError
 
 MIN_ROWS = 20
+REFIT_MIN = 200  # rated photos from which a head refit is tried
 METHODS = ("linear", "isotonic")
+REFIT = "refit"
+RIDGE_L2 = tuple(10.0 ** np.arange(-2, 4.5, 0.5))  # on the kernel's scale (fused features . / D)
 
 
 class CalibrationError(AfiqaError, ValueError):
@@ -93,6 +103,54 @@ def cross_validated(x: np.ndarray, y: np.ndarray, method: str, k: int = 5) -> np
         train = np.setdiff1d(np.arange(len(x)), held)
         out[held] = apply_map(fit_map(x[train], y[train], method), x[held])
     return out
+
+
+# -- the head refit -----------------------------------------------------------------------------
+def fit_head(f: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(w (D,), b, L2): ridge regression of ``t`` on fused features ``f`` (N, D), solved in its
+    dual (N x N), the L2 strength the one with the lowest leave-one-out error (closed form)."""
+    f = np.asarray(f, np.float64)
+    mean = f.mean(axis=0)
+    fc = f - mean
+    k = fc @ fc.T / f.shape[1]
+    tc = t - t.mean()
+    vals, vecs = np.linalg.eigh(k)
+    vals = np.clip(vals, 0, None)
+    best = None
+    for l2 in RIDGE_L2:
+        shrink = vals / (vals + l2)
+        hat = (vecs * shrink) @ vecs.T  # fitted = hat @ tc
+        loo = (tc - hat @ tc) / np.clip(1 - np.diag(hat) - 1 / len(t), 1e-6, None)
+        err = float(np.mean(loo ** 2))
+        if best is None or err < best[0]:
+            best = (err, l2)
+    l2 = best[1]
+    alpha = (vecs / (vals + l2)) @ (vecs.T @ tc)
+    w = fc.T @ alpha / f.shape[1]
+    return w.astype(np.float32), float(t.mean() - mean @ w), float(l2)
+
+
+def head_cross_validated(f: np.ndarray, t: np.ndarray, k: int = 5) -> np.ndarray:
+    """Each photo's prediction by a head refitted (L2 chosen anew) on the other folds."""
+    out = np.empty(len(t))
+    for held in _folds(len(t), k):
+        train = np.setdiff1d(np.arange(len(t)), held)
+        w, b, _ = fit_head(f[train], t[train])
+        out[held] = f[held] @ w + b
+    return out
+
+
+def fused_features(predictor, paths) -> np.ndarray | None:
+    """The fused features of ``paths`` (all readable), or None where the runtime gives none."""
+    from afiqa.io.inputs import load_model_input
+
+    if not getattr(predictor.runtime, "gives_features", hasattr(predictor.runtime, "forward")):
+        return None
+    out = []
+    for i in range(0, len(paths), 8):
+        x = np.stack([load_model_input(p, predictor.size) for p in paths[i:i + 8]])
+        out.append(np.concatenate([predictor.runtime.forward(x[j:j + 1]).fused for j in range(len(x))]))
+    return np.concatenate(out)
 
 
 def agreement(pred: np.ndarray, target: np.ndarray) -> dict:
@@ -168,11 +226,12 @@ def calibrate(ratings_csv, images=None, out=None, model=None, lower_better: bool
     predictor = predictor or Predictor(model)
     results = predictor.score_batch(ratings.paths)
     bad = list(ratings.bad)
-    x, y = [], []
+    x, y, good = [], [], []
     for p, s, r in zip(ratings.paths, ratings.scores, results):
         if r.ok:
             x.append(r.score)
             y.append(s)
+            good.append(p)
         else:
             bad.append((0, str(p), r.error))
     x, y = np.array(x, float), np.array(y, float)
@@ -189,17 +248,45 @@ def calibrate(ratings_csv, images=None, out=None, model=None, lower_better: bool
     stretched = hi_user - frac * (hi_user - lo_user) if lower_better else lo_user + frac * (hi_user - lo_user)
     before = agreement(stretched, y)  # on the user's own numbers: positive correlation = agreement
     maps = {method: agreement(sign * cross_validated(x, t, method, k), y) for method in METHODS}
-    chosen = min(METHODS, key=lambda m: (maps[m]["rmse"], METHODS.index(m)))
-    m = fit_map(x, t, chosen)
+    fused, refit_note = None, f"not tried: it needs at least {REFIT_MIN} rated photos ({len(x)} given)"
+    if len(x) >= REFIT_MIN:
+        fused = fused_features(predictor, good)
+        if fused is None:
+            refit_note = f"not tried: the {predictor.runtime.name} runtime gives no fused features"
+        else:
+            maps[REFIT] = agreement(sign * head_cross_validated(fused, t, k), y)
+            refit_note = "tried"
+    chosen = min(maps, key=lambda m: (maps[m]["rmse"], list(maps).index(m)))
+    if chosen == REFIT:
+        w, b, l2 = fit_head(fused, t)
+        m = {"method": REFIT, "l2": l2, "head": (sign * w, sign * b)}
+        refit_note = f"kept: it beat the best map ({min(METHODS, key=lambda q: maps[q]['rmse'])}) by cross-validated RMSE"
+    else:
+        m = fit_map(x, t, chosen)
+        m["y"] = [sign * v for v in m["y"]]  # back onto the user's own numbers
+        if refit_note == "tried":
+            refit_note = f"not kept: its cross-validated RMSE {maps[REFIT]['rmse']:.4g} is above the {chosen} map's"
     m["base_range"] = [blo, bhi]
-    m["y"] = [sign * v for v in m["y"]]  # back onto the user's own numbers
     report = {
         "n": len(x), "left_out": [{"line": ln, "path": p, "why": why} for ln, p, why in bad],
         "before": before, "maps": maps, "chosen": chosen,
         "why": f"lowest {k}-fold cross-validated RMSE on the user's photos ({maps[chosen]['rmse']:.4g})",
-        "head_refit": "not done: the map alone is fitted",
+        "head_refit": refit_note,
     }
     base_ref = model if isinstance(model, str) and not model.endswith(".json") else str(Path(model).resolve())
+    head = m.pop("head", None)
+    if head is not None:
+        if out is None:
+            m["weights"] = {"w": head[0].tolist(), "b": head[1]}  # no file to put it beside: kept in the report
+        else:
+            from afiqa.runtime.weights import sha256_of
+
+            path = Path(out).with_name(Path(out).stem + ".head.npz")
+            if path.exists():
+                raise CalibrationError(f"{path} already exists; choose another --out (afiqa never writes over a file)")
+            with open(path, "xb") as fh:
+                np.savez(fh, w=head[0].astype(np.float32), b=np.float32(head[1]))
+            m.update(file=path.name, sha256=sha256_of(path))
     card = {
         "name": name or (Path(out).stem if out else "calibrated"),
         "base": base_ref,

@@ -183,7 +183,7 @@ def _score(args) -> int:
     failed, used_names = 0, {f.name for f in files if heat_dir and f.parent == heat_dir}
     show = not args.quiet
     if show:
-        print(f"{'score':>7}  {'± error':>7}  {'label':<9}  {'problem':<11}  path", flush=True)
+        print(f"{'score':>7}  {'±':>5}  {'label':<9}  {'problem':<11}  path", flush=True)
     try:
         for path, r in zip(files, predictor.iter_scores(files, heatmaps=heat_dir is not None)):
             heat = ""
@@ -194,8 +194,8 @@ def _score(args) -> int:
             if out:
                 out.row(path, r.score, r.label, r.error, heat, uncertainty=r.uncertainty, problem=r.problem)
             if show:
-                text = (f"{r.score:7.2f}  {_or_dash(r.uncertainty):>7}  {r.label:<9}  {r.problem or '-':<11}  {path}"
-                        if r.ok else f"{'-':>7}  {'':>7}  {'error':<9}  {'':<11}  {r.error}")
+                text = (f"{r.score:7.2f}  {_or_dash(r.uncertainty):>5}  {r.label:<9}  {r.problem or '-':<11}  {path}"
+                        if r.ok else f"{'-':>7}  {'':>5}  {'error':<9}  {'':<11}  {r.error}")
                 (bar.write if bar else print)(_printable(text))
             if bar:
                 bar.update(1)
@@ -352,7 +352,8 @@ def _calibrate(args) -> int:
     print(f"before (afiqa's score stretched onto your range): SROCC {b['srocc']:.3f}  PLCC {b['plcc']:.3f}  "
           f"RMSE {b['rmse']:.4g}")
     for method, f in rep["maps"].items():
-        print(f"after, {method} map, 5-fold cross-validated: SROCC {f['srocc']:.3f}  PLCC {f['plcc']:.3f}  "
+        what = "refitted head" if method == "refit" else f"{method} map"
+        print(f"after, {what}, 5-fold cross-validated: SROCC {f['srocc']:.3f}  PLCC {f['plcc']:.3f}  "
               f"RMSE {f['rmse']:.4g}")
     print(f"kept: {rep['chosen']} ({rep['why']}); head refit: {rep['head_refit']}")
     print(f"wrote {args.out}: use it as --model {args.out}")

@@ -80,6 +80,8 @@ def _calibrated(d: dict, path: Path) -> tuple[ModelCard, Path | None]:
         raise ValueError(f"its base {base} is itself calibrated; calibrate the base model instead")
     cal = dict(d["calibration"])
     cal.setdefault("base_range", list(card.score_range))
+    if cal.get("method") == "refit":
+        cal["path"] = str(path.parent / cal["file"])  # the head is written beside the card
     lo, hi = (float(v) for v in d["score_range"])
     return dataclasses.replace(card, name=str(d.get("name", path.stem)), score_range=(lo, hi),
                                higher_better=bool(d.get("higher_better", True)), calibration=cal), folder
@@ -114,6 +116,7 @@ class Predictor:
         self._batch_given = batch_size is not None
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="afiqa-decode")
         self.side_heads, self.side_heads_missing = _load_side_heads(self.card, self._weights_dir, self.runtime)
+        self._head = _load_refit(self.card, self.runtime)  # a calibrated card's own head (afiqa calibrate), or None
 
     @property
     def weights_path(self) -> Path:
@@ -213,22 +216,25 @@ class Predictor:
         """(model outputs, side-head outputs or None) for a batch."""
         from afiqa.runtime import Outputs
 
-        if self.side_heads is None:
+        if self.side_heads is None and self._head is None:
             return (None if heatmaps else Outputs(self.predict_raw(x))), None
         rt = self.keras_runtime() if heatmaps else self.runtime
         out = rt.forward(np.asarray(x, np.float32))
         lo, hi = self.card.calibration.get("base_range", self.card.score_range) if self.card.calibration \
             else self.card.score_range
-        return out, self.side_heads.apply(out, x, lo, hi)
+        return out, self.side_heads.apply(out, x, lo, hi) if self.side_heads is not None else None
 
     def _run(self, decoded, heatmaps: bool) -> Iterator[ScoreResult]:
         from afiqa.model.sideheads import name_problem
 
         good = [d for d in decoded if d[3] == ""]
-        raws, expl, side = np.zeros(0), None, None
+        raws, expl, side, own = np.zeros(0), None, None, None
         if good:
             x = np.stack([d[2] for d in good])
             out, side = self._side(x, heatmaps)
+            if self._head is not None:  # the user's refitted head: its score on their scale
+                lo, hi = self.card.score_range
+                own = np.clip(np.asarray(out.fused, np.float32) @ self._head[0] + self._head[1], lo, hi)
             if heatmaps:
                 expl = self.keras_runtime().explain(x)
                 raws = expl.scores
@@ -239,10 +245,10 @@ class Predictor:
             if err:
                 yield ScoreResult(name, error=err)
                 continue
-            score = self.card.to_score(float(raws[k]))
+            score = self.card.to_score(float(raws[k])) if own is None else float(own[k])
             r = ScoreResult(name, score=score, label=self.card.label(score))
             if side is not None:
-                r.uncertainty = self._points(float(raws[k]), side.uncertainty[k])
+                r.uncertainty = self._points(float(raws[k]), side.uncertainty[k]) if own is None else None
                 if side.problems is not None:
                     r.problem, r.problems = name_problem(side.problems[k])
             if expl is not None:
@@ -262,6 +268,26 @@ class Predictor:
             return None
         du = float(u_base) / (hi - lo)
         return round(abs(self.card.to_score(raw + du) - self.card.to_score(raw - du)) / 2, 2)
+
+
+def _load_refit(card: ModelCard, runtime):
+    """(w, b) of a calibrated card's refitted head (``afiqa calibrate``), verified; None for
+    any other card. Raises when the runtime cannot give the fused features it reads."""
+    cal = card.calibration or {}
+    if cal.get("method") != "refit":
+        return None
+    from afiqa.runtime.weights import sha256_of
+
+    if not hasattr(runtime, "forward") or getattr(runtime, "gives_features", True) is False:
+        raise WeightsError(f"model {card.name!r} has its own head, which reads the fused features, and the "
+                           f"{runtime.name} runtime gives none; use --runtime litert or --runtime keras")
+    path = Path(cal.get("path", ""))
+    if not path.is_file():
+        raise WeightsError(f"model {card.name!r}: its refitted head {path} does not exist (it is written beside the card)")
+    if sha256_of(path) != cal.get("sha256"):
+        raise WeightsError(f"model {card.name!r}: {path} does not match the sha256 in its card; fit it again")
+    with np.load(path) as z:
+        return z["w"].astype(np.float32), float(z["b"])
 
 
 def _load_side_heads(card: ModelCard, weights_dir: Path | None, runtime):

@@ -78,9 +78,12 @@ def test_examples_are_small_licensed_jpegs():
 
 
 def test_score_image_gives_score_label_and_maps_for_every_stream(tiny_predictor):
-    score, label, slider, attention, result = views.score_image(tiny_predictor, str(EXAMPLES / "coffee.jpg"))
+    score, label, uncertainty, problem, slider, attention, result = views.score_image(
+        tiny_predictor, str(EXAMPLES / "coffee.jpg"))
     assert 0 <= score <= 100 and label in tiny_predictor.card.labels
-    assert score == round(tiny_predictor.score(EXAMPLES / "coffee.jpg").score, 2)
+    plain = tiny_predictor.score(EXAMPLES / "coffee.jpg")
+    assert score == round(plain.score, 2)
+    assert uncertainty == pytest.approx(plain.uncertainty, abs=0.05) and problem == plain.problem  # Keras = the runtime
     photo, heat = slider
     assert photo.shape == heat.shape == attention.shape and photo.dtype == np.uint8
     assert not np.array_equal(photo, heat)  # the overlay differs from the photo
@@ -96,8 +99,8 @@ def test_score_image_gives_score_label_and_maps_for_every_stream(tiny_predictor)
     # the page keeps maps at the model's resolution, never the photo's
     assert all(m.shape[0] <= tiny_predictor.size // 16 for m in (*result.heatmaps.values(), *result.attention.values()))
     # the same upload again (Gradio sends a change twice) is not scored twice
-    assert views.score_image(tiny_predictor, str(EXAMPLES / "coffee.jpg"), last=result)[4] is result
-    assert views.score_image(tiny_predictor, None) == (None, "", None, None, None)
+    assert views.score_image(tiny_predictor, str(EXAMPLES / "coffee.jpg"), last=result)[6] is result
+    assert views.score_image(tiny_predictor, None) == (None, "", None, "", None, None, None)
 
 
 @pytest.mark.parametrize("name, reason", [("tiny", "32 px"), ("truncated", "corrupt or truncated"),
@@ -166,6 +169,9 @@ def test_score_card_and_help_text(tiny_predictor):
     card = views.render_card(tiny_predictor, 73.24, "good")
     assert "73.2" in card and "afiqa-good" in card and "width:73.2%" in card
     assert "Drop" in views.render_card(tiny_predictor, 0, "")
+    card = views.render_card(tiny_predictor, 52.0, "fair", 6.6, "blur")
+    assert "52.00" in card and "± 7" in card and "— mostly blur" in card
+    assert "no clear problem" in views.render_card(tiny_predictor, 80.0, "good", 3.0, "none")
     text = views.how_to_read(tiny_predictor)
     assert all(name in text for name in tiny_predictor.card.labels) and "higher is better" in text
 
@@ -245,9 +251,11 @@ def test_a_cold_heatmap_model_does_not_hold_back_the_first_score(tiny_litert_car
         first, *_ = job.outputs()
     finally:
         demo.close()
-    assert first[2] is None and first[1] and final[2], (first, final)  # the score alone, then with its maps
+    # (score, label, uncertainty, problem, slider, attention): the score alone, then with its maps
+    assert first[4] is None and first[1] and final[4], (first, final)
+    assert first[2] > 0 and first[3]  # the LiteRT export gives the side heads their features too
     assert abs(first[0] - final[0]) <= 0.5  # LiteRT, then Keras with the maps: within the export's tolerance
-    assert len(final[2]) == 2 and Path(final[3]).is_file()
+    assert len(final[4]) == 2 and Path(final[5]).is_file()
     assert cold.heatmaps_ready()
 
 

@@ -130,3 +130,47 @@ def test_clear_errors(rated, tiny_card_path, tmp_path, capsys, case, expect):
                  "--model", str(tiny_card_path)]) == 2
     assert expect in capsys.readouterr().err
     assert (out.read_text() == "mine") if case == "exists" else not out.exists()
+
+
+def test_from_200_ratings_the_head_is_refitted_when_it_beats_every_map(tiny_card_path, tmp_path, capsys):
+    """A user who minds noise and not blur: afiqa's score (which falls with blur) cannot be
+    mapped onto that scale by any monotone map, a head refitted on the fused features can.
+    The report says it tried, kept it and why; the card scores new photos on the user's scale."""
+    from afiqa.cli import main
+    from afiqa.metrics import srocc
+    from afiqa.predictor import Predictor
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(210):
+        img = blur(scene(2000 + k), float(rng.choice([0, 1.5, 3, 5])))
+        noise = float(rng.choice([0, 8, 16, 30]))
+        img = np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8) if noise else img
+        Image.fromarray(img).save(tmp_path / f"u{k:03d}.png")
+        rows.append((f"u{k:03d}.png", round(10 - noise / 4 + rng.normal(0, 0.3), 2)))
+    out = tmp_path / "mine.json"
+    assert main(["calibrate", str(write_csv(tmp_path / "r.csv", rows)), "--images", str(tmp_path), "--out", str(out),
+                 "--model", str(tiny_card_path)]) == 0
+    text = capsys.readouterr().out
+    assert "refitted head, 5-fold cross-validated" in text and "head refit: kept" in text
+    card = json.loads(out.read_text())
+    cv = card["calibration"]["cross_validation"]
+    assert cv["chosen"] == "refit" and card["calibration"]["file"] == "mine.head.npz"
+    assert cv["maps"]["refit"]["srocc"] > max(cv["maps"][m]["srocc"] for m in ("linear", "isotonic")) + 0.2
+    mine = Predictor(out)
+    new = [np.clip(scene(9000 + k) + rng.normal(0, n, (120, 160, 3)), 0, 255).astype(np.uint8)
+           for k, n in enumerate([0, 0, 30, 30])]
+    got = [r.score for r in mine.score_batch(new)]
+    assert min(got[:2]) > max(got[2:])  # clean above noisy, on the user's scale
+    assert srocc([r.score for r in mine.score_batch([tmp_path / p for p, _ in rows[:60]])], [s for _, s in rows[:60]]) > 0.6
+    (tmp_path / "mine.head.npz").write_bytes(b"not it")  # a changed head is refused, never used unchecked
+    with pytest.raises(Exception, match="sha256"):
+        Predictor(out)
+
+
+def test_under_200_ratings_no_head_is_refitted(rated, tiny_card_path, tmp_path):
+    from afiqa.calibration import calibrate
+
+    d, rows = rated
+    rep = calibrate(write_csv(tmp_path / "r.csv", rows), d, None, str(tiny_card_path))
+    assert "refit" not in rep["maps"] and rep["head_refit"].startswith("not tried: it needs at least 200")

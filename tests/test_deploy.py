@@ -42,7 +42,8 @@ def test_publish_dry_run_stages_weights_card_and_a_hub_model_card(tmp_path):
     assert p.returncode == 0, p.stderr
     assert f"dry run: would create the model repo someone/{M}" in p.stdout
     card = json.loads((ROOT / "weights" / f"{M}.json").read_text())
-    assert sorted(f.name for f in stage.iterdir()) == ["README.md", f"{M}.json", f"{M}.tflite", f"{M}.weights.h5"]  # the LiteRT export too
+    assert sorted(f.name for f in stage.iterdir()) == ["README.md", f"{M}.heads.npz", f"{M}.json", f"{M}.tflite",
+                                                       f"{M}.weights.h5"]  # the LiteRT export and side heads too
     assert hashlib.sha256((stage / f"{M}.weights.h5").read_bytes()).hexdigest() == card["sha256"]
     lite = card["exports"]["litert"]
     assert hashlib.sha256((stage / f"{M}.tflite").read_bytes()).hexdigest() == lite["sha256"]

@@ -46,6 +46,8 @@ class ModelCard:
 
     def to_score(self, raw: float) -> float:
         """Model output (MOS on [0, 1]) -> the card's score range, clipped."""
+        if self.calibration.get("method") == "refit":  # its own head reads the fused features: afiqa.predictor
+            raise ValueError(f"{self.name}'s score comes from its own head (afiqa calibrate's refit), not the base score")
         if self.calibration:
             from afiqa.calibration import apply_map
 
