@@ -144,13 +144,12 @@ def fused_features(predictor, paths) -> np.ndarray | None:
     """The fused features of ``paths`` (all readable), or None where the runtime gives none."""
     from afiqa.io.inputs import load_model_input
 
-    if not getattr(predictor.runtime, "gives_features", hasattr(predictor.runtime, "forward")):
+    if not getattr(predictor.runtime, "gives_features", False):
         return None
-    out = []
-    for i in range(0, len(paths), 8):
-        x = np.stack([load_model_input(p, predictor.size) for p in paths[i:i + 8]])
-        out.append(np.concatenate([predictor.runtime.forward(x[j:j + 1]).fused for j in range(len(x))]))
-    return np.concatenate(out)
+    step = predictor.batch_size
+    return np.concatenate([predictor.runtime.forward(np.stack([load_model_input(p, predictor.size)
+                                                                for p in paths[i:i + step]])).fused
+                           for i in range(0, len(paths), step)])
 
 
 def agreement(pred: np.ndarray, target: np.ndarray) -> dict:

@@ -204,25 +204,27 @@ class Predictor:
 
     # -- internals --------------------------------------------------------------------
     def _decode(self, name: str, src):
+        """(name, RGB, model input, error, photo statistics or None), on a decode thread: the
+        statistics the problem head reads are made here, beside the decoding, off the model's path."""
         try:
             rgb = load_rgb(src, min_size=self.size)
-            return name, rgb, to_model_input(rgb, self.size), ""
+            x = to_model_input(rgb, self.size)
+            return name, rgb, x, "", self.side_heads.stats(x[None]) if self.side_heads is not None else None
         except AfiqaError as e:
-            return name, None, None, str(e)
+            return name, None, None, str(e), None
         except Exception as e:  # never lose the batch to one odd file
-            return name, None, None, f"{name}: could not read the image ({type(e).__name__}: {str(e)[:120]})"
+            return name, None, None, f"{name}: could not read the image ({type(e).__name__}: {str(e)[:120]})", None
 
-    def _side(self, x: np.ndarray, heatmaps: bool):
-        """(model outputs, side-head outputs or None) for a batch."""
+    def _side(self, x: np.ndarray, heatmaps: bool, stats: np.ndarray | None = None):
+        """(model outputs, side-head outputs or None) for a batch (``stats``: its photo statistics,
+        made from ``x`` when not given)."""
         from afiqa.runtime import Outputs
 
         if self.side_heads is None and self._head is None:
             return (None if heatmaps else Outputs(self.predict_raw(x))), None
         rt = self.keras_runtime() if heatmaps else self.runtime
         out = rt.forward(np.asarray(x, np.float32))
-        lo, hi = self.card.calibration.get("base_range", self.card.score_range) if self.card.calibration \
-            else self.card.score_range
-        return out, self.side_heads.apply(out, x, lo, hi) if self.side_heads is not None else None
+        return out, self.side_heads.apply(out, x, *self._base_range, stats=stats) if self.side_heads is not None else None
 
     def _run(self, decoded, heatmaps: bool) -> Iterator[ScoreResult]:
         from afiqa.model.sideheads import name_problem
@@ -231,7 +233,8 @@ class Predictor:
         raws, expl, side, own = np.zeros(0), None, None, None
         if good:
             x = np.stack([d[2] for d in good])
-            out, side = self._side(x, heatmaps)
+            stats = np.concatenate([d[4] for d in good]) if all(d[4] is not None for d in good) else None
+            out, side = self._side(x, heatmaps, stats)
             if self._head is not None:  # the user's refitted head: its score on their scale
                 lo, hi = self.card.score_range
                 own = np.clip(np.asarray(out.fused, np.float32) @ self._head[0] + self._head[1], lo, hi)
@@ -241,7 +244,7 @@ class Predictor:
             else:
                 raws = out.score
         k = 0
-        for name, rgb, _, err in decoded:
+        for name, rgb, _, err, _ in decoded:
             if err:
                 yield ScoreResult(name, error=err)
                 continue
@@ -259,11 +262,15 @@ class Predictor:
             yield r
 
 
+    @property
+    def _base_range(self) -> tuple[float, float]:
+        """The scale the base model scores on (a calibrated card's own range is the user's)."""
+        return tuple(self.card.calibration.get("base_range", self.card.score_range))
+
     def _points(self, raw: float, u_base: float) -> float | None:
         """An uncertainty in base-model points as points of this card's scale (a calibrated
         card's map can stretch or squeeze it): half the span the map gives raw +- u."""
-        lo, hi = self.card.calibration.get("base_range", self.card.score_range) if self.card.calibration \
-            else self.card.score_range
+        lo, hi = self._base_range
         if not np.isfinite(u_base):
             return None
         du = float(u_base) / (hi - lo)
@@ -278,7 +285,7 @@ def _load_refit(card: ModelCard, runtime):
         return None
     from afiqa.runtime.weights import sha256_of
 
-    if not hasattr(runtime, "forward") or getattr(runtime, "gives_features", True) is False:
+    if not getattr(runtime, "gives_features", False):
         raise WeightsError(f"model {card.name!r} has its own head, which reads the fused features, and the "
                            f"{runtime.name} runtime gives none; use --runtime litert or --runtime keras")
     path = Path(cal.get("path", ""))
@@ -298,7 +305,7 @@ def _load_side_heads(card: ModelCard, weights_dir: Path | None, runtime):
     rec = getattr(card, "side_heads", None) or {}
     if not rec.get("file"):
         return None, f"model {card.name!r} has no side heads (problem, uncertainty)"
-    if not hasattr(runtime, "forward") or getattr(runtime, "gives_features", True) is False:
+    if not getattr(runtime, "gives_features", False):
         return None, f"the {runtime.name} runtime gives no fused features"
     try:
         return SideHeads.load(resolve_file(card, rec["file"], rec.get("sha256", ""), None, weights_dir)), None

@@ -88,21 +88,20 @@ def speckle(rgb: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     return _u8(rgb * (1.0 + n))
 
 
-def jpeg(rgb: np.ndarray, quality: float, seed: int = 0) -> np.ndarray:
-    if quality >= 100:
-        return rgb
+def _reencode(rgb: np.ndarray, fmt: str, **options) -> np.ndarray:
+    """``rgb`` saved by Pillow as ``fmt`` with ``options`` and decoded again."""
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=int(round(quality)))
+    Image.fromarray(rgb).save(buf, fmt, **options)
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def jpeg(rgb: np.ndarray, quality: float, seed: int = 0) -> np.ndarray:
+    return rgb if quality >= 100 else _reencode(rgb, "JPEG", quality=int(round(quality)))
 
 
 def jpeg2000(rgb: np.ndarray, ratio: float, seed: int = 0) -> np.ndarray:
     """JPEG 2000 at a compression ratio (ringing and blur rather than blocks)."""
-    if ratio <= 1:
-        return rgb
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG2000", quality_mode="rates", quality_layers=[float(ratio)])
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return rgb if ratio <= 1 else _reencode(rgb, "JPEG2000", quality_mode="rates", quality_layers=[float(ratio)])
 
 
 def colour_quantize(rgb: np.ndarray, colours: float, seed: int = 0) -> np.ndarray:
@@ -178,11 +177,7 @@ def shot_noise(rgb: np.ndarray, photons: float, seed: int = 0) -> np.ndarray:
 
 def webp(rgb: np.ndarray, quality: float, seed: int = 0) -> np.ndarray:
     """WebP (lossy) at ``quality``: smoothing and blocks of another codec than JPEG."""
-    if quality >= 100:
-        return rgb
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "WEBP", quality=int(round(quality)))
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    return rgb if quality >= 100 else _reencode(rgb, "WEBP", quality=int(round(quality)))
 
 
 def colour_cast(rgb: np.ndarray, amount: float, seed: int = 0) -> np.ndarray:

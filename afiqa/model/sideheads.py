@@ -81,9 +81,15 @@ class SideHeads:
         with open(path, "xb") as f:  # never over a file that is there
             np.savez(f, **arrays)
 
-    def apply(self, out, x: np.ndarray, lo: float = 0.0, hi: float = 100.0) -> SideOutputs | None:
+    def stats(self, x: np.ndarray) -> np.ndarray | None:
+        """``photo_stats`` of model inputs ``x`` where the problem head reads them, else None."""
+        return photo_stats(x) if self.problem_stats_w is not None else None
+
+    def apply(self, out, x: np.ndarray, lo: float = 0.0, hi: float = 100.0,
+              stats: np.ndarray | None = None) -> SideOutputs | None:
         """The side heads on a runtime's ``Outputs`` for model inputs ``x`` (MOS on [0, 1]
-        mapped onto ``lo``-``hi``), or None where it gave no fused features."""
+        mapped onto ``lo``-``hi``; ``stats``: ``self.stats(x)`` when already made), or None
+        where it gave no fused features."""
         if out is None or out.fused is None:
             return None
         f = np.asarray(out.fused, np.float32)
@@ -91,8 +97,9 @@ class SideHeads:
         members = out.members if out.members is not None else np.asarray(out.score)[:, None]
         members = lo + np.asarray(members, np.float32) * (hi - lo)
         unc = self.uncertainty(f, members, score) if self.unc_w is not None else np.full(len(f), np.nan)
-        probs = self.problems(f, photo_stats(x) if self.problem_stats_w is not None else None) \
-            if self.problem_w is not None else None
+        if stats is None:
+            stats = self.stats(x)
+        probs = self.problems(f, stats) if self.problem_w is not None else None
         return SideOutputs(unc, probs)
 
     def problems(self, fused: np.ndarray, stats: np.ndarray | None = None) -> np.ndarray:

@@ -101,6 +101,7 @@ class KerasRuntime:
 
     name = "keras"
     batch = 8  # TensorFlow's kernels gain from batching
+    gives_features = True  # forward() gives the fused features the side heads read (afiqa.model.sideheads)
 
     def __init__(self, card, weights_path: Path):
         if not has_keras():
